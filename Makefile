@@ -1,0 +1,64 @@
+# Sundial developer commands. Everything installs from nothing into .tools/ (uv) and .venv/ (the project).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+SAM_CLI_VERSION := 1.170.0
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+# Import the shared package and the function modules as Lambda does (the same list as pytest's pythonpath).
+export PYTHONPATH := $(CURDIR)/layers/sundial:$(CURDIR)/functions/api:$(CURDIR)/functions/dispatch:$(CURDIR)/functions/runner:$(CURDIR)
+
+.PHONY: help dev test lint typecheck unit e2e bench build openapi token invoke clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --quiet
+	@touch $@
+
+dev: $(VENV)/.synced ## Run the whole system locally (emulated AWS, API, dispatcher, runner, demo agent)
+	PORT=$(PORT) $(BIN)/python -m sundial_local
+
+test: lint typecheck unit ## Lint, type-check and run every test
+
+lint: $(VENV)/.synced ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.synced ## mypy
+	$(BIN)/mypy
+
+unit: $(VENV)/.synced ## pytest (all tests, in parallel; the end-to-end ones share one local stack per group)
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+e2e: $(VENV)/.synced ## Only the end-to-end tests: the local stack as a subprocess, driven over HTTP
+	$(BIN)/pytest -m e2e -q
+
+bench: $(VENV)/.synced ## Benchmarks; figures printed and written under bench/results/
+	$(BIN)/python -m bench
+
+openapi: $(VENV)/.synced ## Regenerate the committed OpenAPI document
+	$(BIN)/python -m scripts.export_openapi
+
+token: $(VENV)/.synced ## Print a local JWT: make token TENANT=acme SUB=alice ROLES=editor
+	@$(BIN)/python -m sundial_local.token --tenant "$(or $(TENANT),acme)" --sub "$(or $(SUB),alice)" --roles "$(or $(ROLES),editor)"
+
+invoke: $(VENV)/.synced ## Run a function on a sample event without Docker: make invoke FN=dispatch EVENT=events/dispatch_tick.json
+	$(BIN)/python -m sundial_local.invoke "$(FN)" "$(EVENT)"
+
+.sam-cli/bin/sam:
+	$(PYTHON) -m venv .sam-cli
+	.sam-cli/bin/pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
+
+build: .sam-cli/bin/sam ## sam build (aws-sam-cli lives in its own tool environment)
+	.sam-cli/bin/sam build --template-file template.yaml
+
+clean: ## Remove installed environments and build output
+	rm -rf .tools .venv .sam-cli .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Sundial's shared package: models, schedule maths, storage and the agent client."""

@@ -1,0 +1,95 @@
+"""Typed domain errors; the API maps each class to one HTTP status in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FieldProblem:
+    """One bad field: where it is (`location`, e.g. ``["body", "cronExpression"]``) and what is wrong."""
+
+    location: list[str | int]
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": ".".join(str(part) for part in self.location), "message": self.message}
+
+
+@dataclass
+class SundialError(Exception):
+    """Base of every error a client can cause; `code` is the stable machine-readable name."""
+
+    message: str
+    details: list[dict[str, Any]] = field(default_factory=list)
+    code: str = "error"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadRequestError(SundialError):
+    """Malformed or contradictory input (400)."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, details or [], "bad_request")
+
+
+class ValidationFailedError(SundialError):
+    """One or more fields are invalid (422); `details` has one entry per bad field."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        summary = "; ".join(f"{p.as_dict()['field']}: {p.message}" for p in problems)
+        super().__init__(f"Invalid request: {summary}", [p.as_dict() for p in problems], "validation_failed")
+
+
+class UnauthorizedError(SundialError):
+    """No or invalid credentials (401)."""
+
+    def __init__(self, message: str = "Missing or invalid bearer token") -> None:
+        super().__init__(message, [], "unauthorized")
+
+
+class ForbiddenError(SundialError):
+    """Authenticated but not allowed (403)."""
+
+    def __init__(self, message: str = "Forbidden") -> None:
+        super().__init__(message, [], "forbidden")
+
+
+class NotFoundError(SundialError):
+    """Unknown resource (404)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "not_found")
+
+
+class ConflictError(SundialError):
+    """The request conflicts with the resource's current state (409)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "conflict")
+
+
+class PayloadTooLargeError(SundialError):
+    """Request body over the size limit (413)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [{"field": "body", "message": message}], "payload_too_large")
+
+
+class UnsupportedMediaTypeError(SundialError):
+    """Request body in a media type other than JSON (415)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [{"field": "body", "message": message}], "unsupported_media_type")
+
+
+class ScheduleError(ValueError):
+    """A cron expression, time zone or instant that cannot be scheduled; `field` names the culprit."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message

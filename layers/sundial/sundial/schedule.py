@@ -1,0 +1,372 @@
+"""When triggers fire: cron and one-time schedules (SPEC §4).
+
+Sundial parses cron expressions itself, so that every error names the cron field at fault and
+cronsim's extensions (L, W, #, ?, seconds) are rejected. cronsim then does the calendar arithmetic
+on wall-clock time, and this module maps wall-clock matches to UTC by the Debian/Vixie DST rules
+exactly as cronsim does for fixed-time jobs (its wildcard path loses runs under 30-minute shifts).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import zoneinfo
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from cron_descriptor import ExpressionDescriptor, FormatError
+from cronsim import CronSim
+
+from sundial.errors import ScheduleError
+
+MACROS: dict[str, str] = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+_MAX_EXPRESSION_LENGTH = 1000
+_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKDAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_MONTH_FULL_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+# Day 29 counts for February: `0 0 29 2 *` fires in leap years.
+_LONGEST_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DIGITS = re.compile(r"[0-9]+")
+_LAST_OR_WEEKDAY_EXTENSION = re.compile(r"[0-9]*L|[0-9]*L?W", re.IGNORECASE)
+
+_TIMEZONE_KEY = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
+# Files under the zoneinfo path that load as zones but are not IANA names a user may pick.
+_NOT_USER_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_NOT_USER_ZONE_DIRS = frozenset({"posix", "right"})
+_MAX_TIMEZONE_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class _CronField:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()
+    first_name_value: int = 0
+
+    def error(self, problem: str) -> ScheduleError:
+        return ScheduleError("cronExpression", f"{self.name} field: {problem}")
+
+
+_MINUTE = _CronField("minute", 0, 59)
+_HOUR = _CronField("hour", 0, 23)
+_DAY_OF_MONTH = _CronField("day-of-month", 1, 31)
+_MONTH = _CronField("month", 1, 12, _MONTH_NAMES, first_name_value=1)
+_DAY_OF_WEEK = _CronField("day-of-week", 0, 7, _WEEKDAY_NAMES)
+_FIELDS = (_MINUTE, _HOUR, _DAY_OF_MONTH, _MONTH, _DAY_OF_WEEK)
+
+
+def validate_timezone(name: str) -> ZoneInfo:
+    """Load an IANA zone, refusing paths and system aliases that ZoneInfo would happily open."""
+    if not name:
+        raise ScheduleError("cronTimezone", "must not be empty")
+    if (
+        len(name) > _MAX_TIMEZONE_LENGTH
+        or not _TIMEZONE_KEY.fullmatch(name)
+        or name in _NOT_USER_ZONES
+        or name.split("/", 1)[0] in _NOT_USER_ZONE_DIRS
+    ):
+        raise _unknown_timezone(name)
+    try:
+        return ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise _unknown_timezone(name) from None
+
+
+def _unknown_timezone(name: str) -> ScheduleError:
+    message = f"unknown time zone {name[:_MAX_TIMEZONE_LENGTH]!r}; use an IANA name such as 'Europe/Berlin'"
+    suggestion = _zones_by_lower_name().get(name.lower())
+    if suggestion is not None and suggestion not in _NOT_USER_ZONES:
+        message += f" (did you mean {suggestion!r}?)"
+    return ScheduleError("cronTimezone", message)
+
+
+@functools.cache
+def _zones_by_lower_name() -> dict[str, str]:
+    """Built only on the error path: listing the zone files takes ~100 ms."""
+    return {zone.lower(): zone for zone in zoneinfo.available_timezones()}
+
+
+def _parse_value(token: str, spec: _CronField) -> int:
+    if not token:
+        raise spec.error("a number is missing")
+    if _DIGITS.fullmatch(token):
+        value = int(token)
+        if not spec.low <= value <= spec.high:
+            raise spec.error(f"{value} is out of range {spec.low}-{spec.high}")
+        return value
+    if spec.names and token.isascii() and token.upper() in spec.names:
+        return spec.names.index(token.upper()) + spec.first_name_value
+    if _LAST_OR_WEEKDAY_EXTENSION.fullmatch(token):
+        raise spec.error(f"'{token}' is not supported (no 'L' last-day or 'W' nearest-weekday extensions)")
+    if spec.names and token.isascii() and token.isalpha():
+        hint = f"{spec.names[0]}-{spec.names[-1]} or {spec.low}-{spec.high}"
+        raise spec.error(f"unknown name '{token}' (use {hint})")
+    raise spec.error(f"'{token}' is not a number")
+
+
+def _parse_term(term: str, spec: _CronField) -> tuple[str, set[int]]:
+    """Parse one list entry; return it in the numeric form cronsim reads, and the values it allows."""
+    base, has_step, step_text = term.partition("/")
+    step = 1
+    if has_step:
+        if not _DIGITS.fullmatch(step_text):
+            raise spec.error(f"step '{step_text}' is not a number")
+        step = int(step_text)
+        if not 1 <= step <= spec.high:
+            raise spec.error(f"step {step} is out of range 1-{spec.high}")
+    suffix = f"/{step}" if has_step else ""
+    if base == "*":
+        first, last = spec.low, spec.high
+        normalized = f"*{suffix}"
+    elif "-" in base:
+        start_text, _, end_text = base.partition("-")
+        first = _parse_value(start_text, spec)
+        last = _parse_value(end_text, spec)
+        if spec is _DAY_OF_WEEK and last == 0 < first and not _DIGITS.fullmatch(end_text):
+            last = 7  # `FRI-SUN` means Friday through Sunday
+        if first > last:
+            raise spec.error(f"range '{base}' is reversed (start {first} is after end {last})")
+        # cronsim reads a one-value range with a step, `5-5/3`, as `5/3` (5, 8, 11, ...).
+        normalized = f"{first}-{last}{suffix}" if first < last else str(first)
+    else:
+        first = _parse_value(base, spec)
+        # `5/10` means 5, 15, 25, ...: a stepped single value runs to the end of the field.
+        last = spec.high if has_step else first
+        normalized = f"{first}{suffix}"
+    return normalized, set(range(first, last + 1, step))
+
+
+def _parse_field(text: str, spec: _CronField) -> tuple[str, set[int]]:
+    if "?" in text:
+        raise spec.error("'?' is not supported; use '*'")
+    if "#" in text:
+        raise spec.error("'#' (nth weekday of the month) is not supported")
+    normalized_terms: list[str] = []
+    values: set[int] = set()
+    for term in text.split(","):
+        if not term:
+            raise spec.error(f"empty entry in list '{text}'")
+        normalized_term, term_values = _parse_term(term, spec)
+        normalized_terms.append(normalized_term)
+        values |= term_values
+    return ",".join(normalized_terms), values
+
+
+def _join(words: list[str], conjunction: str) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def _normalize_expression(expression: str) -> str:
+    """Validate a cron expression or macro and return the numeric 5-field form cronsim evaluates."""
+    if not expression:
+        raise ScheduleError("cronExpression", "must not be empty")
+    if len(expression) > _MAX_EXPRESSION_LENGTH:
+        raise ScheduleError("cronExpression", f"must be at most {_MAX_EXPRESSION_LENGTH} characters")
+    if expression.startswith("@"):
+        expansion = MACROS.get(expression.lower())
+        if expansion is None:
+            raise ScheduleError("cronExpression", f"unknown macro '{expression}' (use one of {', '.join(MACROS)})")
+        return expansion
+    texts = expression.split()
+    if len(texts) != len(_FIELDS):
+        raise ScheduleError(
+            "cronExpression",
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(texts)}",
+        )
+    parsed = [_parse_field(text, spec) for text, spec in zip(texts, _FIELDS, strict=True)]
+    days, months = parsed[2][1], parsed[3][1]
+    # Vixie cron: if either day field starts with `*`, a day must match both; otherwise either one
+    # suffices, and every weekday comes round, so only the must-match-both case can never fire.
+    days_must_both_match = texts[2].startswith("*") or texts[4].startswith("*")
+    if days_must_both_match and not any(day <= _LONGEST_MONTH[month - 1] for day in days for month in months):
+        day_words = [str(day) for day in sorted(days)]
+        subject = f"day {day_words[0]} does" if len(day_words) == 1 else f"days {_join(day_words, 'and')} do"
+        month_words = [_MONTH_FULL_NAMES[month - 1] for month in sorted(months)]
+        raise _DAY_OF_MONTH.error(f"the expression never fires ({subject} not exist in {_join(month_words, 'or')})")
+    return " ".join(normalized for normalized, _ in parsed)
+
+
+def _require_aware(moment: datetime, field_name: str) -> None:
+    if moment.utcoffset() is None:
+        raise ScheduleError(field_name, "must be a timezone-aware datetime")
+
+
+def _is_skipped(wall: datetime, zone: ZoneInfo) -> bool:
+    """True for wall-clock times inside a spring-forward gap."""
+    aware = wall.replace(tzinfo=zone)
+    return aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall
+
+
+def _first_instant_after_gap(wall: datetime, zone: ZoneInfo) -> datetime:
+    """Where a fixed-time job whose time was skipped runs: like cronsim, step to the first real minute."""
+    while _is_skipped(wall, zone):
+        wall += timedelta(minutes=1)
+    return wall.replace(tzinfo=zone).astimezone(UTC)
+
+
+def _earliest_wall_clock(after: datetime, zone: ZoneInfo) -> datetime:
+    """Naive local time to search from; inside an autumn overlap, back off by the shift so that the
+    second pass of wall times before `after`'s own is not missed."""
+    wall = after.astimezone(zone).replace(tzinfo=None)
+    first_pass = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second_pass = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    return wall - max(second_pass - first_pass, timedelta(0))
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    """A validated cron expression in an IANA zone; constructing one validates it."""
+
+    expression: str
+    timezone: str = "UTC"
+    _cron: str = field(init=False, repr=False, compare=False)
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+    _fixed_time: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cron = _normalize_expression(self.expression.strip())
+        minute, hour = cron.split()[:2]
+        object.__setattr__(self, "_cron", cron)
+        object.__setattr__(self, "_zone", validate_timezone(self.timezone))
+        # SPEC §4 / Vixie: a job is "wildcard" when its minute or hour field starts with `*`.
+        object.__setattr__(self, "_fixed_time", not minute.startswith("*") and not hour.startswith("*"))
+
+    @classmethod
+    def parse(cls, expression: str, timezone: str = "UTC") -> CronSchedule:
+        """Validate user input; ScheduleError names the API field ("cronExpression" or "cronTimezone")."""
+        return cls(expression.strip(), timezone)
+
+    def occurrences_after(self, after: datetime) -> Iterator[datetime]:
+        """Aware UTC instants strictly after `after`, increasing, without end."""
+        _require_aware(after, "after")
+        return self._occurrences(after)
+
+    def _occurrences(self, after: datetime) -> Iterator[datetime]:
+        # Fixed-time gap runs collapse onto one instant, and a search started inside an autumn
+        # overlap revisits walls whose first pass is already past: keep only what is later.
+        latest = after
+        for instant in self._instants_from_wall(_earliest_wall_clock(after, self._zone)):
+            if instant > latest:
+                latest = instant
+                yield instant
+
+    def _instants_from_wall(self, start: datetime) -> Iterator[datetime]:
+        """Map matching wall-clock times after `start` to UTC by the Vixie DST rules, in UTC order.
+
+        cronsim only does calendar arithmetic here (naive datetimes). Its own aware-datetime path
+        skips runs in zones with 30-minute shifts: it jumps ahead by wall-clock minutes in UTC, so
+        on Lord Howe `30 * * * *` loses the second 01:30 and `* 2 * * *` loses 02:00-02:29.
+        """
+        second_passes: list[datetime] = []  # autumn-overlap repeats, due after the whole first pass
+        for wall in CronSim(self._cron, start):
+            if _is_skipped(wall, self._zone):
+                if self._fixed_time:
+                    yield _first_instant_after_gap(wall, self._zone)
+                continue
+            first_pass = wall.replace(tzinfo=self._zone, fold=0).astimezone(UTC)
+            while second_passes and second_passes[0] < first_pass:
+                yield second_passes.pop(0)
+            yield first_pass
+            second_pass = wall.replace(tzinfo=self._zone, fold=1).astimezone(UTC)
+            if not self._fixed_time and second_pass != first_pass:
+                second_passes.append(second_pass)
+
+    def next_after(self, after: datetime) -> datetime:
+        return next(self.occurrences_after(after))
+
+    def next_runs(self, after: datetime, count: int) -> list[datetime]:
+        return list(itertools.islice(self.occurrences_after(after), count))
+
+    def describe(self) -> str:
+        """English description in 24-hour time, e.g. "At 09:00, Monday through Friday (Europe/Berlin)"."""
+        try:
+            text = ExpressionDescriptor(self._cron, use_24hour_time_format=True, verbose=False).get_description()
+        except FormatError:  # cron-descriptor cannot phrase some legal lists, e.g. `0 0 * * 1,*`
+            text = f"Cron expression '{self.expression}'"
+        return f"{text} ({self.timezone})"
+
+
+@dataclass(frozen=True)
+class OneTimeSchedule:
+    """A single run at `run_at`, normalized to aware UTC."""
+
+    run_at: datetime
+
+    def __post_init__(self) -> None:
+        _require_aware(self.run_at, "runAt")
+        object.__setattr__(self, "run_at", self.run_at.astimezone(UTC))
+
+    def occurrences_after(self, after: datetime) -> Iterator[datetime]:
+        _require_aware(after, "after")
+        return iter([self.run_at] if self.run_at > after else [])
+
+    def next_after(self, after: datetime) -> datetime | None:
+        return next(self.occurrences_after(after), None)
+
+    def next_runs(self, after: datetime, count: int) -> list[datetime]:
+        return list(itertools.islice(self.occurrences_after(after), count))
+
+    def describe(self) -> str:
+        return f"Once at {to_utc_iso(self.run_at)}"
+
+
+Schedule = CronSchedule | OneTimeSchedule
+
+
+def parse_run_at(value: str | datetime, now: datetime, *, max_past_seconds: int = 60) -> datetime:
+    """Validate a one-time trigger's instant; the past tolerance absorbs clock skew and request latency."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ScheduleError(
+                "runAt", f"must be an ISO-8601 date-time such as 2026-11-26T15:00:00Z, got {value[:64]!r}"
+            ) from None
+    else:
+        parsed = value
+    if parsed.utcoffset() is None:
+        raise ScheduleError("runAt", "must include a time zone offset or Z")
+    try:
+        run_at = parsed.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:
+        raise ScheduleError("runAt", "is outside the supported range of dates") from None
+    if parsed < now - timedelta(seconds=max_past_seconds):
+        raise ScheduleError(
+            "runAt",
+            f"must not be more than {max_past_seconds} s in the past "
+            f"(got {to_utc_iso(run_at)}, now is {to_utc_iso(now)})",
+        )
+    return run_at
+
+
+def to_utc_iso(moment: datetime) -> str:
+    """Seconds-precision UTC with a Z suffix, the only instant format the API emits."""
+    if moment.utcoffset() is None:
+        raise ValueError("to_utc_iso needs a timezone-aware datetime")
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"

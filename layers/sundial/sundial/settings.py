@@ -1,0 +1,37 @@
+"""Settings read from the environment (names as in template.yaml), parsed and validated by pydantic."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob Sundial reads; defaults are the SPEC's."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    triggers_table: str = Field("sundial-triggers", alias="TRIGGERS_TABLE")
+    invocations_table: str = Field("sundial-invocations", alias="INVOCATIONS_TABLE")
+    aws_region: str = Field("us-east-1", alias="AWS_REGION")
+    dynamodb_endpoint_url: str | None = Field(None, alias="DYNAMODB_ENDPOINT_URL")
+    state_machine_arn: str = Field("", alias="STATE_MACHINE_ARN")
+    due_shard_count: int = Field(16, ge=1, le=1000, alias="DUE_SHARD_COUNT")
+    lookahead_seconds: int = Field(120, ge=0, le=600, alias="DISPATCH_LOOKAHEAD_SECONDS")
+    dispatch_concurrency: int = Field(32, ge=1, le=256, alias="DISPATCH_CONCURRENCY")
+    dispatch_time_margin_seconds: float = Field(10.0, ge=0, alias="DISPATCH_TIME_MARGIN_SECONDS")
+    claim_lease_seconds: int = Field(60, ge=5, le=600, alias="CLAIM_LEASE_SECONDS")
+    invocation_retention_days: int = Field(90, ge=1, alias="INVOCATION_RETENTION_DAYS")
+    tenant_claim: str = Field("tenant_id", alias="TENANT_CLAIM")
+    roles_claim: str = Field("roles", alias="ROLES_CLAIM")
+    agent_run_url: str = Field("", alias="AGENT_RUN_URL")
+    agent_run_token_secret_arn: str = Field("", alias="AGENT_RUN_TOKEN_SECRET_ARN")
+    agent_run_token: str = Field("", alias="AGENT_RUN_TOKEN", repr=False)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, parsed once on first use (never at import)."""
+    return Settings()
