@@ -1,0 +1,189 @@
+"""Invocation use cases behind the HTTP API: history, run-now, rerun and cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pynamodb.exceptions import PutError
+
+from sundial import invocations
+from sundial.auth import Principal
+from sundial.dispatch import Backoff
+from sundial.errors import ConflictError, FieldProblem, ValidationFailedError
+from sundial.invocations import compact_instant
+from sundial.models import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
+from sundial.pagination import decode_cursor, encode_cursor, last_key
+from sundial.runtime import Runtime
+from sundial.storage import IdempotencyRecord, InvocationRecord, TriggerRecord, format_instant, trigger_pk
+from sundial.triggers import AgentPath, load_trigger
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+INVOCATION_CURSOR_KEYS = ("trigger_key", "invocation_id")
+
+
+@dataclass(frozen=True)
+class InvocationQuery:
+    status: InvocationStatus | None
+    from_: str | None
+    to: str | None
+    limit: int
+    cursor: str | None
+
+
+def _query_instant(value: str | None, field_name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValidationFailedError(
+            [FieldProblem(["query", field_name], "must be an ISO-8601 instant with Z or an offset")]
+        )
+    return parsed.astimezone(UTC)
+
+
+def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, query: InvocationQuery) -> InvocationPage:
+    """Newest first; `from`/`to` bound scheduledFor (inclusive) through the sort key, `status` filters."""
+    principal.require_tenant(path.tenant_id)
+    load_trigger(path, trigger_id)
+    key = trigger_pk(path.tenant_id, trigger_id)
+    start = decode_cursor(query.cursor, {"trigger_key": key, "invocation_id": None})
+    lower, upper = _query_instant(query.from_, "from"), _query_instant(query.to, "to")
+    if lower is not None and upper is not None and lower > upper:
+        raise ValidationFailedError([FieldProblem(["query", "from"], "must not be later than 'to'")])
+    low_key = compact_instant(lower) if lower else "0"
+    high_key = f"{compact_instant(upper)}~" if upper else "~"
+    rows = list(
+        InvocationRecord.query(
+            key,
+            range_key_condition=InvocationRecord.invocation_id.between(low_key, high_key),
+            filter_condition=(InvocationRecord.status == query.status) if query.status else None,
+            scan_index_forward=False,
+            limit=query.limit + 1,
+            last_evaluated_key={name: {"S": value} for name, value in start.items()} if start else None,
+        )
+    )
+    page, more = rows[: query.limit], len(rows) > query.limit
+    next_cursor = encode_cursor(last_key(page[-1], INVOCATION_CURSOR_KEYS)) if more else None
+    return InvocationPage(data=[invocations.to_api(row) for row in page], next_cursor=next_cursor)
+
+
+def get_invocation(principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> Invocation:
+    principal.require_tenant(path.tenant_id)
+    load_trigger(path, trigger_id)
+    return invocations.to_api(invocations.load(path.tenant_id, trigger_id, invocation_id))
+
+
+def cancel_invocation(
+    runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str
+) -> Invocation:
+    principal.require_tenant(path.tenant_id, "editor")
+    load_trigger(path, trigger_id)
+    record = invocations.load(path.tenant_id, trigger_id, invocation_id)
+    return invocations.to_api(invocations.cancel(runtime, record, "cancelled by request"))
+
+
+def _manual_input(record: InvocationRecord) -> str:
+    return json.dumps(
+        {
+            "tenantId": record.tenant_id,
+            "projectId": record.project_id,
+            "agentId": record.agent_id,
+            "triggerId": record.trigger_id,
+            "invocationId": record.invocation_id,
+            "kind": record.kind,
+            "scheduledFor": format_instant(record.scheduled_for),
+            "scheduleVersion": None,
+            "idempotencyKey": record.idempotency_key,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _start_manual(
+    runtime: Runtime,
+    trigger: TriggerRecord,
+    kind: InvocationKind,
+    invocation_id: str,
+    idempotency_key: str,
+    rerun_of: str | None = None,
+) -> RunAccepted:
+    """Record a pending invocation, then start its execution; a repeat finds the same execution."""
+    name = invocations.manual_execution_name(kind, trigger.tenant_id, trigger.trigger_id, invocation_id)
+    record = invocations.new_invocation(
+        runtime,
+        tenant_id=trigger.tenant_id,
+        project_id=trigger.project_id,
+        agent_id=trigger.agent_id,
+        trigger_id=trigger.trigger_id,
+        kind=kind,
+        invocation_id=invocation_id,
+        idempotency_key=idempotency_key,
+        scheduled_for=runtime.now(),
+        ref=trigger.ref,
+        execution_name=name,
+        rerun_of=rerun_of,
+    )
+    if not invocations.put_if_absent(record):
+        record = invocations.load(trigger.tenant_id, trigger.trigger_id, invocation_id)
+    sfn = runtime.sfn
+    try:
+        Backoff().call(
+            lambda: sfn.start_execution(
+                stateMachineArn=runtime.settings.state_machine_arn, name=name, input=_manual_input(record)
+            )
+        )
+    except sfn.exceptions.ExecutionAlreadyExists:
+        pass
+    except Exception:
+        # Nothing will ever run it: do not leave it pending (it would count as an overlapping run).
+        invocations.finish(record, "failed", runtime.now(), "the run could not be started")
+        raise
+    assert record.execution_arn is not None
+    return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)
+
+
+def _new_manual_id(now: datetime) -> str:
+    return f"{compact_instant(now)}-{secrets.token_hex(10)}"
+
+
+def run_now(
+    runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, idempotency_key: str | None
+) -> RunAccepted:
+    """Start a manual run; the same `Idempotency-Key` returns the invocation the first request made."""
+    principal.require_tenant(path.tenant_id, "editor")
+    trigger = load_trigger(path, trigger_id)
+    now = runtime.now()
+    if idempotency_key is None:
+        invocation_id = _new_manual_id(now)
+        return _start_manual(runtime, trigger, "manual", invocation_id, f"manual:{invocation_id}")
+    key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    mapping = IdempotencyRecord(
+        f"{trigger_pk(path.tenant_id, trigger_id)}#idempotency",
+        key_hash,
+        target_invocation_id=_new_manual_id(now),
+        expires_at=now + IDEMPOTENCY_TTL,
+    )
+    try:
+        mapping.save(condition=IdempotencyRecord.invocation_id.does_not_exist())
+    except PutError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        mapping = IdempotencyRecord.get(mapping.trigger_key, key_hash, consistent_read=True)
+    return _start_manual(runtime, trigger, "manual", mapping.target_invocation_id, f"manual:{key_hash}")
+
+
+def rerun(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> RunAccepted:
+    principal.require_tenant(path.tenant_id, "editor")
+    trigger = load_trigger(path, trigger_id)
+    original = invocations.load(path.tenant_id, trigger_id, invocation_id)
+    if original.status in invocations.UNFINISHED:
+        raise ConflictError(f"Invocation '{invocation_id}' is still {original.status}; only finished ones re-run")
+    new_id = _new_manual_id(runtime.now())
+    return _start_manual(runtime, trigger, "rerun", new_id, f"rerun:{new_id}", rerun_of=invocation_id)

@@ -1,0 +1,221 @@
+"""Invocation records: naming, creation, state changes, cancellation and reads.
+
+Names are derived, not random, wherever a retry must land on the same thing: the execution
+name and the invocation id of an occurrence come from its idempotency key, so a re-driven
+claim or a repeated run-now request finds what the first one made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from sundial.errors import ConflictError, NotFoundError
+from sundial.models import Attempt, Invocation, InvocationKind, InvocationStatus
+from sundial.runtime import Runtime
+from sundial.storage import InvocationRecord, trigger_pk
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED: frozenset[str] = frozenset({"pending", "running"})
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "skipped"})
+
+
+def _digest(*parts: str, length: int = 16) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
+
+
+def compact_instant(value: datetime) -> str:
+    """`20261126T150000Z`: sortable and safe in ids and execution names."""
+    return value.strftime("%Y%m%dT%H%M%SZ")
+
+
+def scheduled_execution_name(tenant_id: str, trigger_id: str, schedule_version: int, at: datetime) -> str:
+    """The idempotency key of an occurrence, e.g. `s-<hash>-v3-20261126T150000Z` (≤ 80 chars)."""
+    return f"s-{_digest(tenant_id, trigger_id)}-v{schedule_version}-{compact_instant(at)}"
+
+
+def invocation_id_for(idempotency_key: str, scheduled_for: datetime) -> str:
+    """Time-sortable id derived from the idempotency key: `20261126T150000Z-<hash>`."""
+    return f"{compact_instant(scheduled_for)}-{_digest(idempotency_key, length=20)}"
+
+
+def manual_execution_name(kind: InvocationKind, tenant_id: str, trigger_id: str, invocation_id: str) -> str:
+    return f"{kind[0]}-{_digest(tenant_id, trigger_id)}-{invocation_id}"
+
+
+def execution_arn_for(state_machine_arn: str, execution_name: str) -> str:
+    """The ARN Step Functions gives an execution of `state_machine_arn` named `execution_name`."""
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{execution_name}"
+
+
+def expiry_for(runtime: Runtime, created_at: datetime) -> datetime:
+    return created_at + timedelta(days=runtime.settings.invocation_retention_days)
+
+
+def new_invocation(
+    runtime: Runtime,
+    *,
+    tenant_id: str,
+    project_id: str,
+    agent_id: str,
+    trigger_id: str,
+    kind: InvocationKind,
+    invocation_id: str,
+    idempotency_key: str,
+    scheduled_for: datetime,
+    ref: str,
+    execution_name: str,
+    schedule_version: int | None = None,
+    rerun_of: str | None = None,
+    execution_arn: str | None = None,
+) -> InvocationRecord:
+    """A pending record; `execution_arn` defaults to the one `execution_name` gets in the configured machine."""
+    now = runtime.now()
+    key = trigger_pk(tenant_id, trigger_id)
+    if execution_arn is None and runtime.settings.state_machine_arn:
+        execution_arn = execution_arn_for(runtime.settings.state_machine_arn, execution_name)
+    return InvocationRecord(
+        key,
+        invocation_id,
+        tenant_id=tenant_id,
+        project_id=project_id,
+        agent_id=agent_id,
+        trigger_id=trigger_id,
+        kind=kind,
+        status="pending",
+        scheduled_for=scheduled_for,
+        created_at=now,
+        attempt_number=0,
+        attempts=[],
+        conversation_ids=[],
+        ref=ref,
+        idempotency_key=idempotency_key,
+        execution_name=execution_name,
+        execution_arn=execution_arn,
+        schedule_version=schedule_version,
+        rerun_of=rerun_of,
+        open_key=key,
+        expires_at=expiry_for(runtime, now),
+    )
+
+
+def put_if_absent(record: InvocationRecord) -> bool:
+    """Create the record unless one with the same id exists; True when this call created it."""
+    try:
+        record.save(condition=InvocationRecord.invocation_id.does_not_exist())
+    except PutError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def load(tenant_id: str, trigger_id: str, invocation_id: str) -> InvocationRecord:
+    try:
+        return InvocationRecord.get(trigger_pk(tenant_id, trigger_id), invocation_id, consistent_read=True)
+    except DoesNotExist:
+        raise NotFoundError(f"Invocation '{invocation_id}' not found") from None
+
+
+def finish(
+    record: InvocationRecord,
+    status: InvocationStatus,
+    now: datetime,
+    error: str | None = None,
+    also: Sequence[Any] = (),
+) -> bool:
+    """Move an unfinished invocation to a final status (with the update actions `also`, in the same write).
+
+    False when it was already final: a cancellation is never overwritten.
+    """
+    actions: list[Any] = [
+        *also,
+        InvocationRecord.status.set(status),
+        InvocationRecord.completed_at.set(now),
+        InvocationRecord.open_key.remove(),
+    ]
+    if error is not None:
+        actions.append(InvocationRecord.error.set(error))
+    try:
+        record.update(actions=actions, condition=InvocationRecord.status.is_in(*UNFINISHED))
+    except UpdateError as failure:
+        if failure.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def stop_execution(runtime: Runtime, record: InvocationRecord, cause: str) -> None:
+    """Stop the record's execution if it still runs; an already finished or unknown one is fine."""
+    if not record.execution_arn:
+        return
+    try:
+        runtime.sfn.stop_execution(executionArn=record.execution_arn, cause=cause)
+    except runtime.sfn.exceptions.ExecutionDoesNotExist:
+        logger.info("execution %s does not exist (not started yet)", record.execution_arn)
+
+
+def cancel(runtime: Runtime, record: InvocationRecord, reason: str) -> InvocationRecord:
+    """pending/running → cancelled and stop its execution; cancelled stays cancelled; finished → 409."""
+    if record.status == "cancelled":
+        return record
+    if record.status in FINISHED or not finish(record, "cancelled", runtime.now(), reason):
+        record.refresh(consistent_read=True)
+        if record.status == "cancelled":
+            return record
+        raise ConflictError(f"Invocation '{record.invocation_id}' is already {record.status}")
+    stop_execution(runtime, record, reason)
+    return record
+
+
+def open_invocations(tenant_id: str, trigger_id: str) -> list[InvocationRecord]:
+    """The trigger's pending/running invocations, read through the sparse `open` index."""
+    key = trigger_pk(tenant_id, trigger_id)
+    keys = [item.invocation_id for item in InvocationRecord.open.query(key)]
+    found: list[InvocationRecord] = []
+    for invocation_id in keys:
+        try:
+            found.append(InvocationRecord.get(key, invocation_id, consistent_read=True))
+        except DoesNotExist:
+            continue
+    return found
+
+
+def cancel_all_open(runtime: Runtime, tenant_id: str, trigger_id: str, reason: str) -> int:
+    """Cancel every unfinished invocation of a trigger; returns how many were cancelled."""
+    cancelled = 0
+    for record in open_invocations(tenant_id, trigger_id):
+        try:
+            cancel(runtime, record, reason)
+        except ConflictError:
+            continue
+        cancelled += 1
+    return cancelled
+
+
+def to_api(record: InvocationRecord) -> Invocation:
+    return Invocation(
+        id=record.invocation_id,
+        trigger_id=record.trigger_id,
+        tenant_id=record.tenant_id,
+        project_id=record.project_id,
+        agent_id=record.agent_id,
+        kind=record.kind,
+        status=record.status,
+        scheduled_for=record.scheduled_for,
+        started_at=record.started_at,
+        completed_at=record.completed_at,
+        attempt_number=int(record.attempt_number),
+        attempts=[Attempt.model_validate(item) for item in record.attempts or []],
+        conversation_ids=list(record.conversation_ids or []),
+        ref=record.ref,
+        idempotency_key=record.idempotency_key,
+        execution_arn=record.execution_arn,
+        error=record.error,
+    )

@@ -1,0 +1,272 @@
+"""API request and response models (camelCase on the wire), validated by pydantic.
+
+Field rules are SPEC §2's. Cross-field rules that need the stored trigger or the clock
+(exactly one of cronExpression/runAt, runAt not in the past) live in `sundial.triggers`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
+from pydantic.alias_generators import to_camel
+
+RESERVED_TRIGGER_IDS = frozenset({"upcoming-runs"})
+MAX_PAYLOAD_BYTES = 32 * 1024
+MAX_PAYLOAD_DEPTH = 32
+MAX_TEMPLATE_CHARS = 16 * 1024
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+def _not_reserved(value: str) -> str:
+    if value in RESERVED_TRIGGER_IDS:
+        raise ValueError(f"'{value}' is a reserved id")
+    return value
+
+
+def _require_iso_string(value: Any) -> Any:
+    """Instants must be ISO-8601 strings; pydantic would otherwise accept Unix numbers."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO-8601 string with Z or an offset, e.g. 2026-11-26T15:00:00Z")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0), without recursion."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth + 1)
+            level.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _payload_within_limit(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Size and nesting bounds; deeper nesting than serialisers handle would fail on every later read."""
+    if value is None:
+        return None
+    if _depth(value) > MAX_PAYLOAD_DEPTH:
+        raise ValueError(f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep")
+    if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"must serialise to at most {MAX_PAYLOAD_BYTES} bytes")
+    return value
+
+
+TriggerId = Annotated[Identifier, AfterValidator(_not_reserved)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+Description = Annotated[str, StringConstraints(max_length=2048)]
+CronText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+ZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Instant = Annotated[AwareDatetime, BeforeValidator(_require_iso_string)]
+Payload = Annotated[dict[str, Any], AfterValidator(_payload_within_limit)]
+MessageTemplate = Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS)]
+MaxRetries = Annotated[StrictInt, Field(ge=0, le=10)]
+RetryDelay = Annotated[StrictInt, Field(ge=10, le=3600)]
+TimeoutSeconds = Annotated[StrictInt, Field(ge=30, le=780)]
+RunAsUser = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+CatchUpWindow = Annotated[StrictInt, Field(ge=0, le=604800)]
+OverlapPolicy = Literal["allow", "skip"]
+InvocationStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
+InvocationKind = Literal["scheduled", "manual", "rerun"]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class TriggerCreate(ApiModel):
+    id: TriggerId | None = None
+    name: Name
+    description: Description | None = None
+    enabled: StrictBool = True
+    cron_expression: CronText | None = None
+    cron_timezone: ZoneName = "UTC"
+    run_at: Instant | None = None
+    payload: Payload | None = None
+    message_template: MessageTemplate | None = None
+    max_retries: MaxRetries = 1
+    retry_delay_seconds: RetryDelay = 60
+    timeout_seconds: TimeoutSeconds = 780
+    run_as_user_id: RunAsUser | None = None
+    ref: Ref = "main"
+    catch_up_window_seconds: CatchUpWindow = 3600
+    overlap_policy: OverlapPolicy = "allow"
+
+
+class TriggerPatch(ApiModel):
+    """Every field optional; only the fields present in the body change (`model_fields_set`)."""
+
+    name: Name | None = None
+    description: Description | None = None
+    enabled: StrictBool | None = None
+    cron_expression: CronText | None = None
+    cron_timezone: ZoneName | None = None
+    run_at: Instant | None = None
+    payload: Payload | None = None
+    message_template: MessageTemplate | None = None
+    max_retries: MaxRetries | None = None
+    retry_delay_seconds: RetryDelay | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    run_as_user_id: RunAsUser | None = None
+    ref: Ref | None = None
+    catch_up_window_seconds: CatchUpWindow | None = None
+    overlap_policy: OverlapPolicy | None = None
+
+
+NON_NULLABLE_PATCH_FIELDS = frozenset(
+    {
+        "name",
+        "enabled",
+        "cron_timezone",
+        "max_retries",
+        "retry_delay_seconds",
+        "timeout_seconds",
+        "ref",
+        "catch_up_window_seconds",
+        "overlap_policy",
+    }
+)
+
+
+class Trigger(ApiModel):
+    id: str
+    tenant_id: str
+    project_id: str
+    agent_id: str
+    name: str
+    description: str | None
+    enabled: bool
+    cron_expression: str | None
+    cron_timezone: str
+    run_at: datetime | None
+    payload: dict[str, Any] | None
+    message_template: str | None
+    max_retries: int
+    retry_delay_seconds: int
+    timeout_seconds: int
+    run_as_user_id: str | None
+    ref: str
+    catch_up_window_seconds: int
+    overlap_policy: OverlapPolicy
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_run_status: InvocationStatus | None
+    last_run_conversation_ids: list[str]
+    missed_runs_skipped: int
+    schedule_description: str
+
+
+class TriggerDetail(Trigger):
+    upcoming_runs: list[datetime]
+
+
+class TriggerPage(ApiModel):
+    data: list[Trigger]
+    next_cursor: str | None
+
+
+class Attempt(ApiModel):
+    number: int
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    http_status: int | None
+    error: str | None
+    conversation_id: str | None
+
+
+class Invocation(ApiModel):
+    id: str
+    trigger_id: str
+    tenant_id: str
+    project_id: str
+    agent_id: str
+    kind: InvocationKind
+    status: InvocationStatus
+    scheduled_for: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    attempt_number: int
+    attempts: list[Attempt]
+    conversation_ids: list[str]
+    ref: str
+    idempotency_key: str
+    execution_arn: str | None
+    error: str | None
+
+
+class InvocationPage(ApiModel):
+    data: list[Invocation]
+    next_cursor: str | None
+
+
+class UpcomingRun(ApiModel):
+    trigger_id: str
+    trigger_name: str
+    scheduled_for: datetime
+
+
+class UpcomingRuns(ApiModel):
+    data: list[UpcomingRun]
+
+
+class RunAccepted(ApiModel):
+    invocation_id: str
+    execution_arn: str
+
+
+class SchedulePreviewRequest(ApiModel):
+    cron_expression: CronText | None = None
+    run_at: Instant | None = None
+    cron_timezone: ZoneName = "UTC"
+    after: Instant | None = None
+    count: Annotated[StrictInt, Field(ge=1, le=100)] = 10
+
+
+class SchedulePreview(ApiModel):
+    next_runs: list[datetime]
+    schedule_description: str
+
+
+class ErrorDetail(BaseModel):
+    """One problem: `field` is where it is (`body.cronExpression`, `query.limit`, `path.trigger_id`, `cursor`)."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(
+        description="Stable machine-readable name: bad_request, unauthorized, forbidden, not_found, conflict, "
+        "payload_too_large, unsupported_media_type, validation_failed, internal_error"
+    )
+    message: str = Field(description="What is wrong, in words; names the field when one is at fault")
+    details: list[ErrorDetail] = Field(description="One entry per bad field; may be empty")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx response body."""
+
+    error: ErrorBody

@@ -1,0 +1,57 @@
+"""The collaborators a domain function needs: settings, a clock and lazily created AWS clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import boto3
+
+from sundial.settings import Settings
+from sundial.storage import bind_tables
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _default_sfn_client() -> SFNClient:
+    return boto3.client("stepfunctions")
+
+
+def _default_secrets_client() -> SecretsManagerClient:
+    return boto3.client("secretsmanager")
+
+
+@dataclass
+class Runtime:
+    """Built once per cold start by each handler; tests build their own with moto clients and a fixed clock."""
+
+    settings: Settings
+    clock: Clock = utc_now
+    sfn_factory: Callable[[], SFNClient] = field(default=_default_sfn_client)
+    secrets_factory: Callable[[], SecretsManagerClient] = field(default=_default_secrets_client)
+
+    def __post_init__(self) -> None:
+        bind_tables(self.settings)
+
+    @cached_property
+    def sfn(self) -> SFNClient:
+        return self.sfn_factory()
+
+    @cached_property
+    def secrets(self) -> SecretsManagerClient:
+        return self.secrets_factory()
+
+    def now(self) -> datetime:
+        """The clock's time, truncated to the second like every stored instant."""
+        return self.clock().astimezone(UTC).replace(microsecond=0)

@@ -1,0 +1,235 @@
+"""DynamoDB records (pynamodb) for triggers and invocations; key design in docs/decisions.md.
+
+Tables and index names come from template.yaml; `bind_tables` points the models at the
+deployed (or emulated) tables at run time, so nothing is configured at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from pynamodb.attributes import (
+    Attribute,
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.constants import STRING
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
+from pynamodb.models import Model
+
+from sundial.settings import Settings
+
+INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_instant(value: datetime) -> str:
+    """ISO-8601 UTC with `Z` at second precision: lexically sortable, as the due index needs."""
+    return value.astimezone(UTC).strftime(INSTANT_FORMAT)
+
+
+def parse_instant(value: str) -> datetime:
+    return datetime.strptime(value, INSTANT_FORMAT).replace(tzinfo=UTC)
+
+
+class InstantAttribute(Attribute[datetime]):
+    """A UTC instant stored as `2026-11-26T15:00:00Z`."""
+
+    attr_type = STRING
+
+    def serialize(self, value: datetime) -> str:
+        return format_instant(value)
+
+    def deserialize(self, value: str) -> datetime:
+        return parse_instant(value)
+
+
+def trigger_pk(tenant_id: str, trigger_id: str) -> str:
+    return f"{tenant_id}#{trigger_id}"
+
+
+def project_key(tenant_id: str, project_id: str) -> str:
+    return f"{tenant_id}#{project_id}"
+
+
+def agent_trigger_key(agent_id: str, trigger_id: str) -> str:
+    return f"{agent_id}#{trigger_id}"
+
+
+def due_shard_for(tenant_id: str, trigger_id: str, shard_count: int) -> int:
+    """Stable shard of a trigger in the due index, from a hash of tenant and trigger id."""
+    digest = hashlib.sha256(f"{tenant_id}\x00{trigger_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard_count
+
+
+class ProjectIndex(GlobalSecondaryIndex["TriggerRecord"]):
+    """Triggers of a project, sorted by agent then trigger id (list by project, or by agent with a prefix)."""
+
+    class Meta:
+        index_name = "by_project"
+        projection = AllProjection()
+
+    project_key = UnicodeAttribute(hash_key=True)
+    agent_trigger = UnicodeAttribute(range_key=True)
+
+
+DUE_INDEX_ATTRIBUTES = [
+    "tenant_id",
+    "project_id",
+    "agent_id",
+    "trigger_id",
+    "cron_expression",
+    "cron_timezone",
+    "run_at",
+    "next_run_at",
+    "schedule_version",
+    "catch_up_window_seconds",
+    "claim_for",
+    "claim_name",
+    "claim_version",
+]
+
+
+class DueIndex(GlobalSecondaryIndex["TriggerRecord"]):
+    """Sparse: holds only triggers the dispatcher must look at, sharded so no partition takes all writes."""
+
+    class Meta:
+        index_name = "due"
+        projection = IncludeProjection(DUE_INDEX_ATTRIBUTES)
+
+    due_shard = NumberAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
+class TriggerRecord(Model):
+    """One trigger. `due_shard`/`due_at` exist only while the dispatcher has work for it."""
+
+    class Meta:
+        table_name = "sundial-triggers"
+        region = "us-east-1"
+
+    pk = UnicodeAttribute(hash_key=True)
+    project_key = UnicodeAttribute()
+    agent_trigger = UnicodeAttribute()
+    tenant_id = UnicodeAttribute()
+    project_id = UnicodeAttribute()
+    agent_id = UnicodeAttribute()
+    trigger_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    enabled = BooleanAttribute(default=True)
+    cron_expression = UnicodeAttribute(null=True)
+    cron_timezone = UnicodeAttribute(default="UTC")
+    run_at = InstantAttribute(null=True)
+    payload = JSONAttribute(null=True)
+    message_template = UnicodeAttribute(null=True)
+    max_retries = NumberAttribute(default=1)
+    retry_delay_seconds = NumberAttribute(default=60)
+    timeout_seconds = NumberAttribute(default=780)
+    run_as_user_id = UnicodeAttribute(null=True)
+    ref = UnicodeAttribute(default="main")
+    catch_up_window_seconds = NumberAttribute(default=3600)
+    overlap_policy = UnicodeAttribute(default="allow")
+    created_by = UnicodeAttribute()
+    created_at = InstantAttribute()
+    updated_at = InstantAttribute()
+    # Optimistic concurrency for edits: every API write conditions on and bumps it.
+    revision = NumberAttribute(default=1)
+    # Bumped by every change of cron, zone, runAt or enabled; part of each execution name.
+    schedule_version = NumberAttribute(default=1)
+    next_run_at = InstantAttribute(null=True)
+    missed_runs_skipped = NumberAttribute(default=0)
+    last_run_at = InstantAttribute(null=True)
+    last_run_status = UnicodeAttribute(null=True)
+    last_run_conversation_ids = ListAttribute(of=UnicodeAttribute, null=True)
+    # Due index keys (sparse) and the outstanding claim, see docs/dispatch.md.
+    due_shard = NumberAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    claim_for = InstantAttribute(null=True)
+    claim_name = UnicodeAttribute(null=True)
+    claim_version = NumberAttribute(null=True)
+
+    by_project = ProjectIndex()
+    due = DueIndex()
+
+
+class OpenIndex(GlobalSecondaryIndex["InvocationRecord"]):
+    """Sparse: only unfinished invocations, per trigger (overlap checks and cascading cancels)."""
+
+    class Meta:
+        index_name = "open"
+        projection = KeysOnlyProjection()
+
+    open_key = UnicodeAttribute(hash_key=True)
+    invocation_id = UnicodeAttribute(range_key=True)
+
+
+class InvocationRecord(Model):
+    """One occurrence or manual run. `invocation_id` starts with the compact scheduledFor, so it sorts by time."""
+
+    class Meta:
+        table_name = "sundial-invocations"
+        region = "us-east-1"
+
+    trigger_key = UnicodeAttribute(hash_key=True)
+    invocation_id = UnicodeAttribute(range_key=True)
+    tenant_id = UnicodeAttribute()
+    project_id = UnicodeAttribute()
+    agent_id = UnicodeAttribute()
+    trigger_id = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    status = UnicodeAttribute()
+    scheduled_for = InstantAttribute()
+    created_at = InstantAttribute()
+    started_at = InstantAttribute(null=True)
+    completed_at = InstantAttribute(null=True)
+    attempt_number = NumberAttribute(default=0)
+    attempts = JSONAttribute(default=list)
+    conversation_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    ref = UnicodeAttribute()
+    idempotency_key = UnicodeAttribute()
+    execution_name = UnicodeAttribute(null=True)
+    execution_arn = UnicodeAttribute(null=True)
+    schedule_version = NumberAttribute(null=True)
+    rerun_of = UnicodeAttribute(null=True)
+    error = UnicodeAttribute(null=True)
+    open_key = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+    open = OpenIndex()
+
+
+class IdempotencyRecord(Model):
+    """Maps a run-now `Idempotency-Key` to the invocation it created; lives in the invocations table."""
+
+    class Meta:
+        table_name = "sundial-invocations"
+        region = "us-east-1"
+
+    trigger_key = UnicodeAttribute(hash_key=True)
+    invocation_id = UnicodeAttribute(range_key=True)
+    target_invocation_id = UnicodeAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (TriggerRecord, InvocationRecord, IdempotencyRecord)
+
+
+def bind_tables(settings: Settings) -> None:
+    """Point every model at the configured tables, region and endpoint (called once per cold start)."""
+    names = {
+        TriggerRecord: settings.triggers_table,
+        InvocationRecord: settings.invocations_table,
+        IdempotencyRecord: settings.invocations_table,
+    }
+    for model, table_name in names.items():
+        meta: Any = model.Meta
+        meta.table_name = table_name
+        meta.region = settings.aws_region
+        meta.host = settings.dynamodb_endpoint_url
+        model._connection = None

@@ -1,0 +1,412 @@
+"""Trigger use cases behind the HTTP API: create, read, list, edit, delete, preview.
+
+Every write keeps the schedule state consistent in one conditional DynamoDB write:
+`next_run_at`, the sparse due-index keys, `schedule_version` and the optimistic `revision`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from heapq import merge
+from itertools import islice
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from sundial import dispatch, invocations
+from sundial.auth import Principal
+from sundial.errors import (
+    BadRequestError,
+    ConflictError,
+    FieldProblem,
+    NotFoundError,
+    ScheduleError,
+    ValidationFailedError,
+)
+from sundial.models import (
+    ID_PATTERN,
+    NON_NULLABLE_PATCH_FIELDS,
+    SchedulePreview,
+    SchedulePreviewRequest,
+    Trigger,
+    TriggerCreate,
+    TriggerDetail,
+    TriggerPage,
+    TriggerPatch,
+    UpcomingRun,
+    UpcomingRuns,
+)
+from sundial.pagination import decode_cursor, encode_cursor, last_key
+from sundial.runtime import Runtime
+from sundial.schedule import CronSchedule, OneTimeSchedule, parse_run_at, validate_timezone
+from sundial.storage import (
+    TriggerRecord,
+    agent_trigger_key,
+    due_shard_for,
+    format_instant,
+    project_key,
+    trigger_pk,
+)
+
+Schedule = CronSchedule | OneTimeSchedule
+UPCOMING_RUNS_ON_DETAIL = 5
+ID_RE = re.compile(ID_PATTERN)
+SCHEDULE_FIELDS = ("cron_expression", "cron_timezone", "run_at", "enabled")
+PROJECT_CURSOR_KEYS = ("pk", "project_key", "agent_trigger")
+
+
+@dataclass(frozen=True)
+class AgentPath:
+    """The tenant/project/agent a request addresses."""
+
+    tenant_id: str
+    project_id: str
+    agent_id: str
+
+
+def _field_error(field_name: str, message: str) -> ValidationFailedError:
+    return ValidationFailedError([FieldProblem(["body", field_name], message)])
+
+
+def _schedule_kind_error() -> BadRequestError:
+    message = "exactly one of cronExpression or runAt must be set"
+    return BadRequestError(
+        "Exactly one of cronExpression or runAt must be set",
+        [{"field": f"body.{name}", "message": message} for name in ("cronExpression", "runAt")],
+    )
+
+
+def build_schedule(cron_expression: str | None, cron_timezone: str, run_at: datetime | None) -> Schedule:
+    """The schedule a trigger's fields describe; a bad expression or zone is a 422 naming the field."""
+    try:
+        if cron_expression is not None:
+            return CronSchedule.parse(cron_expression, cron_timezone)
+        if run_at is None:
+            raise _schedule_kind_error()
+        validate_timezone(cron_timezone)
+        return OneTimeSchedule(run_at)
+    except ScheduleError as error:
+        raise _field_error(error.field_name, error.message) from None
+
+
+def schedule_of(record: TriggerRecord) -> Schedule:
+    return build_schedule(record.cron_expression, record.cron_timezone, record.run_at)
+
+
+def _check_run_at(run_at: datetime, now: datetime) -> datetime:
+    try:
+        return parse_run_at(run_at, now)
+    except ScheduleError as error:
+        raise _field_error(error.field_name, error.message) from None
+
+
+def _stored_instant(moment: datetime) -> datetime:
+    """UTC at second precision, as storage keeps it: the same instant written another way compares equal."""
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def first_run(schedule: Schedule, now: datetime) -> datetime | None:
+    """`nextRunAt` of a trigger created, enabled or re-scheduled at `now`.
+
+    A cron schedule's first occurrence strictly after now; a one-time trigger's own instant even when
+    it is up to a minute past (the tolerance `runAt` is accepted with), so that it still runs.
+    """
+    if isinstance(schedule, OneTimeSchedule):
+        return schedule.run_at
+    return schedule.next_after(now)
+
+
+def to_api(record: TriggerRecord) -> Trigger:
+    return Trigger(
+        id=record.trigger_id,
+        tenant_id=record.tenant_id,
+        project_id=record.project_id,
+        agent_id=record.agent_id,
+        name=record.name,
+        description=record.description,
+        enabled=record.enabled,
+        cron_expression=record.cron_expression,
+        cron_timezone=record.cron_timezone,
+        run_at=record.run_at,
+        payload=record.payload,
+        message_template=record.message_template,
+        max_retries=int(record.max_retries),
+        retry_delay_seconds=int(record.retry_delay_seconds),
+        timeout_seconds=int(record.timeout_seconds),
+        run_as_user_id=record.run_as_user_id,
+        ref=record.ref,
+        catch_up_window_seconds=int(record.catch_up_window_seconds),
+        overlap_policy=record.overlap_policy,
+        created_by=record.created_by,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        next_run_at=record.next_run_at,
+        last_run_at=record.last_run_at,
+        last_run_status=record.last_run_status,
+        last_run_conversation_ids=list(record.last_run_conversation_ids or []),
+        missed_runs_skipped=int(record.missed_runs_skipped or 0),
+        schedule_description=schedule_of(record).describe(),
+    )
+
+
+def load_trigger(path: AgentPath, trigger_id: str) -> TriggerRecord:
+    """The trigger at this path; one under another project or agent is reported as not found."""
+    try:
+        record = TriggerRecord.get(trigger_pk(path.tenant_id, trigger_id), consistent_read=True)
+    except DoesNotExist:
+        record = None
+    if record is None or (record.project_id, record.agent_id) != (path.project_id, path.agent_id):
+        raise NotFoundError(f"Trigger '{trigger_id}' not found")
+    return record
+
+
+def _due_fields(record: TriggerRecord, next_run_at: datetime | None, shard_count: int) -> None:
+    """Set next_run_at and the sparse due-index keys together (absent when nothing is scheduled)."""
+    record.next_run_at = next_run_at
+    if next_run_at is None:
+        record.due_shard = None
+        record.due_at = None
+    else:
+        record.due_shard = due_shard_for(record.tenant_id, record.trigger_id, shard_count)
+        record.due_at = format_instant(next_run_at)
+
+
+def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body: TriggerCreate) -> Trigger:
+    principal.require_tenant(path.tenant_id, "editor")
+    principal.check_run_as(body.run_as_user_id)
+    if (body.cron_expression is None) == (body.run_at is None):
+        raise _schedule_kind_error()
+    now = runtime.now()
+    run_at = _check_run_at(body.run_at, now) if body.run_at is not None else None
+    schedule = build_schedule(body.cron_expression, body.cron_timezone, run_at)
+    trigger_id = body.id or f"trg_{secrets.token_hex(10)}"
+    record = TriggerRecord(
+        trigger_pk(path.tenant_id, trigger_id),
+        project_key=project_key(path.tenant_id, path.project_id),
+        agent_trigger=agent_trigger_key(path.agent_id, trigger_id),
+        tenant_id=path.tenant_id,
+        project_id=path.project_id,
+        agent_id=path.agent_id,
+        trigger_id=trigger_id,
+        name=body.name,
+        description=body.description,
+        enabled=body.enabled,
+        cron_expression=body.cron_expression,
+        cron_timezone=body.cron_timezone,
+        run_at=run_at,
+        payload=body.payload,
+        message_template=body.message_template,
+        max_retries=body.max_retries,
+        retry_delay_seconds=body.retry_delay_seconds,
+        timeout_seconds=body.timeout_seconds,
+        run_as_user_id=body.run_as_user_id,
+        ref=body.ref,
+        catch_up_window_seconds=body.catch_up_window_seconds,
+        overlap_policy=body.overlap_policy,
+        created_by=principal.subject,
+        created_at=now,
+        updated_at=now,
+        revision=1,
+        schedule_version=1,
+        missed_runs_skipped=0,
+    )
+    _due_fields(record, first_run(schedule, now) if body.enabled else None, runtime.settings.due_shard_count)
+    try:
+        record.save(condition=TriggerRecord.pk.does_not_exist())
+    except PutError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant") from None
+        raise
+    dispatch.claim_if_due_soon(runtime, record)
+    return to_api(record)
+
+
+def _merged_schedule_inputs(record: TriggerRecord, patch: TriggerPatch) -> tuple[str | None, datetime | None]:
+    """cronExpression and runAt after the patch: setting one clears the other (switching the kind)."""
+    fields = patch.model_fields_set
+    cron: str | None = record.cron_expression
+    run_at: datetime | None = record.run_at
+    if "cron_expression" in fields and "run_at" in fields:
+        if patch.cron_expression is not None and patch.run_at is not None:
+            raise _schedule_kind_error()
+        cron, run_at = patch.cron_expression, patch.run_at
+    elif "cron_expression" in fields:
+        cron = patch.cron_expression
+        run_at = None if cron is not None else run_at
+    elif "run_at" in fields:
+        run_at = patch.run_at
+        cron = None if run_at is not None else cron
+    if (cron is None) == (run_at is None):
+        raise _schedule_kind_error()
+    return cron, run_at
+
+
+def _set_or_remove(name: str, value: Any) -> Any:
+    """The update action that stores `value` in attribute `name`, removing the attribute for None."""
+    attribute = getattr(TriggerRecord, name)
+    return attribute.set(value) if value is not None else attribute.remove()
+
+
+def update_trigger(
+    runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, patch: TriggerPatch
+) -> Trigger:
+    principal.require_tenant(path.tenant_id, "editor")
+    fields = patch.model_fields_set
+    if not fields:
+        raise BadRequestError(
+            "The request body names no field to change", [{"field": "body", "message": "names no field"}]
+        )
+    nulls = sorted(name for name in fields & NON_NULLABLE_PATCH_FIELDS if getattr(patch, name) is None)
+    if nulls:
+        raise ValidationFailedError(
+            [FieldProblem(["body", TriggerPatch.model_fields[name].alias or name], "may not be null") for name in nulls]
+        )
+    record = load_trigger(path, trigger_id)
+    principal.require_can_change(record.created_by, record.run_as_user_id)
+    if "run_as_user_id" in fields:
+        principal.check_run_as(patch.run_as_user_id)
+    now = runtime.now()
+    cron, run_at = _merged_schedule_inputs(record, patch)
+    run_at = _stored_instant(run_at) if run_at is not None else None
+    timezone = patch.cron_timezone if patch.cron_timezone is not None else record.cron_timezone
+    enabled = patch.enabled if patch.enabled is not None else record.enabled
+    schedule_changed = (cron, timezone, run_at, enabled) != (
+        record.cron_expression,
+        record.cron_timezone,
+        record.run_at,
+        record.enabled,
+    )
+    if schedule_changed and enabled and run_at is not None:
+        run_at = _check_run_at(run_at, now)
+    schedule = build_schedule(cron, timezone, run_at)
+
+    expected_revision = int(record.revision)
+    plain_fields = fields - set(SCHEDULE_FIELDS)
+    for name in plain_fields:
+        setattr(record, name, getattr(patch, name))
+    actions: list[Any] = [_set_or_remove(name, getattr(patch, name)) for name in sorted(plain_fields)]
+    record.updated_at = now
+    record.revision = expected_revision + 1
+    actions += [TriggerRecord.updated_at.set(now), TriggerRecord.revision.set(expected_revision + 1)]
+    if schedule_changed:
+        record.cron_expression, record.cron_timezone, record.run_at, record.enabled = (
+            cron,
+            timezone,
+            run_at,
+            enabled,
+        )
+        record.schedule_version = int(record.schedule_version) + 1
+        record.claim_for = record.claim_name = record.claim_version = None
+        _due_fields(record, first_run(schedule, now) if enabled else None, runtime.settings.due_shard_count)
+        actions += [_set_or_remove(name, getattr(record, name)) for name in SCHEDULE_FIELDS]
+        actions += dispatch.schedule_actions(record)
+    try:
+        record.update(actions=actions, condition=TriggerRecord.revision == expected_revision)
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            raise ConflictError(
+                f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry"
+            ) from None
+        raise
+    if schedule_changed:
+        dispatch.claim_if_due_soon(runtime, record)
+    return to_api(record)
+
+
+def delete_trigger(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str) -> None:
+    """Cancel the trigger's unfinished invocations, then delete it (a run claimed meanwhile stands down)."""
+    principal.require_tenant(path.tenant_id, "editor")
+    record = load_trigger(path, trigger_id)
+    principal.require_can_change(record.created_by, record.run_as_user_id)
+    invocations.cancel_all_open(runtime, path.tenant_id, trigger_id, "trigger deleted")
+    record.delete()
+
+
+def upcoming_runs_of(record: TriggerRecord, count: int) -> list[datetime]:
+    if not record.enabled or record.next_run_at is None or count < 1:
+        return []
+    first = record.next_run_at
+    return [first, *schedule_of(record).next_runs(first, count - 1)]
+
+
+def get_trigger(principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
+    principal.require_tenant(path.tenant_id)
+    record = load_trigger(path, trigger_id)
+    return TriggerDetail(**to_api(record).model_dump(), upcoming_runs=upcoming_runs_of(record, UPCOMING_RUNS_ON_DETAIL))
+
+
+def _to_dynamo_key(key: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {name: {"S": value} for name, value in key.items()}
+
+
+def _continues_listing(start: dict[str, str], tenant_id: str, agent_id: str | None) -> bool:
+    """A cursor's key must be one this listing could have produced: a trigger of this tenant (and agent)."""
+    agent, _, trigger_id = start["agent_trigger"].partition("#")
+    return (
+        ID_RE.fullmatch(agent) is not None
+        and ID_RE.fullmatch(trigger_id) is not None
+        and (agent_id is None or agent == agent_id)
+        and start["pk"] == trigger_pk(tenant_id, trigger_id)
+    )
+
+
+def list_triggers(
+    principal: Principal,
+    tenant_id: str,
+    project_id: str,
+    agent_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> TriggerPage:
+    """A project's triggers (or one agent's), ordered by agent then id, `limit` per page."""
+    principal.require_tenant(tenant_id)
+    partition = project_key(tenant_id, project_id)
+    start = decode_cursor(cursor, {"pk": None, "project_key": partition, "agent_trigger": None})
+    if start is not None and not _continues_listing(start, tenant_id, agent_id):
+        raise BadRequestError("Invalid cursor", [{"field": "cursor", "message": "does not belong to this listing"}])
+    condition = TriggerRecord.agent_trigger.startswith(f"{agent_id}#") if agent_id is not None else None
+    rows = list(
+        TriggerRecord.by_project.query(
+            partition,
+            range_key_condition=condition,
+            limit=limit + 1,
+            last_evaluated_key=_to_dynamo_key(start) if start else None,
+        )
+    )
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(last_key(page[-1], PROJECT_CURSOR_KEYS)) if more else None
+    return TriggerPage(data=[to_api(row) for row in page], next_cursor=next_cursor)
+
+
+def agent_upcoming_runs(principal: Principal, path: AgentPath, limit: int) -> UpcomingRuns:
+    """The agent's next occurrences across its enabled triggers, soonest first."""
+    principal.require_tenant(path.tenant_id)
+    records = [
+        record
+        for record in TriggerRecord.by_project.query(
+            project_key(path.tenant_id, path.project_id),
+            range_key_condition=TriggerRecord.agent_trigger.startswith(f"{path.agent_id}#"),
+        )
+        if record.enabled and record.next_run_at is not None
+    ]
+    streams = [
+        [
+            UpcomingRun(trigger_id=record.trigger_id, trigger_name=record.name, scheduled_for=at)
+            for at in upcoming_runs_of(record, limit)
+        ]
+        for record in records
+    ]
+    soonest = merge(*streams, key=lambda run: (run.scheduled_for, run.trigger_id))
+    return UpcomingRuns(data=list(islice(soonest, limit)))
+
+
+def preview_schedule(runtime: Runtime, request: SchedulePreviewRequest) -> SchedulePreview:
+    """Occurrences of a schedule that need not be stored; a runAt in the past simply has none."""
+    if (request.cron_expression is None) == (request.run_at is None):
+        raise _schedule_kind_error()
+    schedule = build_schedule(request.cron_expression, request.cron_timezone, request.run_at)
+    after = request.after if request.after is not None else runtime.now()
+    return SchedulePreview(next_runs=schedule.next_runs(after, request.count), schedule_description=schedule.describe())

@@ -1,0 +1,200 @@
+"""Shared fixtures: moto-backed AWS built from template.yaml, an injectable clock, and an API client."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from moto import mock_aws
+from sundial.runtime import Runtime
+from sundial.settings import Settings
+
+from sundial_local.template import create_state_machine, create_tables
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+MOTO_CONFIG: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+RUNNER_FUNCTION_ARNS = {
+    "PrepareFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-runner-prepare",
+    "AttemptFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-runner-attempt",
+    "FinalizeFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-runner-finalize",
+}
+START = datetime(2026, 11, 26, 15, 0, 0, tzinfo=UTC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fake credentials (never a real account) and UTC, which moto's Wait-until-timestamp assumes."""
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "1",
+            "POWERTOOLS_METRICS_NAMESPACE": "Sundial",
+            "TZ": "UTC",
+        }
+    )
+    time.tzset()
+
+
+@dataclass
+class FakeClock:
+    """A clock tests move by hand."""
+
+    current: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> datetime:
+        self.current += timedelta(seconds=seconds)
+        return self.current
+
+    def set(self, moment: datetime) -> None:
+        self.current = moment
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    runtime: Runtime
+    clock: FakeClock
+    sfn: Any
+    dynamodb: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws(config=MOTO_CONFIG):
+        yield
+
+
+def make_settings(state_machine_arn: str, **overrides: Any) -> Settings:
+    values = {
+        "TRIGGERS_TABLE": "test-triggers",
+        "INVOCATIONS_TABLE": "test-invocations",
+        "AWS_REGION": REGION,
+        "STATE_MACHINE_ARN": state_machine_arn,
+        "DUE_SHARD_COUNT": 4,
+        "AGENT_RUN_URL": "http://127.0.0.1:9/unused",
+        "AGENT_RUN_TOKEN": "test-token",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def stack(aws: None, clock: FakeClock) -> Stack:
+    """Tables from template.yaml, the runner state machine from the ASL file, and a Runtime on a fake clock."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    settings = make_settings("")
+    create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
+    arn = create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS)
+    settings = make_settings(arn)
+    runtime = Runtime(settings, clock=clock, sfn_factory=lambda: sfn)
+    return Stack(settings, runtime, clock, sfn, dynamodb)
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    @property
+    def error(self) -> dict[str, Any]:
+        error: dict[str, Any] = self.body["error"]
+        return error
+
+
+def token_claims(tenant: str = "acme", sub: str = "alice", roles: str | list[str] = "[editor]") -> dict[str, Any]:
+    return {"sub": sub, "tenant_id": tenant, "roles": roles}
+
+
+@dataclass
+class ApiClient:
+    """Calls the API Lambda with API Gateway HTTP API (v2) events built from events/api_create_trigger.json."""
+
+    claims: dict[str, Any] | None = field(default_factory=token_claims)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw_body: str | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        claims: dict[str, Any] | str | None = "default",
+    ) -> ApiResponse:
+        import api_handler
+
+        event = copy.deepcopy(json.loads((EVENTS / "api_create_trigger.json").read_text()))
+        event["rawPath"] = path
+        event["requestContext"]["http"]["method"] = method
+        event["requestContext"]["http"]["path"] = path
+        event["pathParameters"] = {"proxy": path.lstrip("/")}
+        event["rawQueryString"] = urlencode(query or {})
+        event["queryStringParameters"] = {key: str(value) for key, value in (query or {}).items()} or None
+        event["headers"] = {
+            "content-type": "application/json",
+            **{k.lower(): v for k, v in (headers or {}).items()},
+        }
+        chosen = self.claims if claims == "default" else claims
+        if chosen is None:
+            event["requestContext"].pop("authorizer", None)
+        else:
+            event["requestContext"]["authorizer"] = {"jwt": {"claims": chosen, "scopes": None}}
+        if raw_body is not None:
+            event["body"] = raw_body
+        elif body is not None:
+            event["body"] = json.dumps(body)
+        else:
+            event["body"] = None
+        result = api_handler.lambda_handler(event, cast(LambdaContext, LambdaContextStub()))
+        text = result.get("body") or ""
+        return ApiResponse(result["statusCode"], json.loads(text) if text else None, result.get("headers", {}))
+
+
+class LambdaContextStub:
+    function_name = "sundial-test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-test"
+    aws_request_id = "test-request"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+@pytest.fixture
+def api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ApiClient:
+    import api_handler
+
+    monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+    return ApiClient()
+
+
+BASE = "/tenants/acme/projects/website/agents/reporter/scheduled-triggers"

@@ -1,0 +1,328 @@
+"""SPEC section 8 through the Lambda handler: claims from the authorizer context, every route by role,
+who may change a trigger, runAsUserId rules, and tenant isolation (another tenant learns nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import api_handler
+import pytest
+from sundial import triggers
+from sundial.auth import Principal
+from sundial.models import TriggerCreate
+from sundial.settings import Settings
+
+from tests.api_support import (
+    DAILY,
+    PROJECT_BASE,
+    WarmAws,
+    assert_error,
+    claims,
+    raw_trigger,
+    scan,
+    seed_invocation,
+    trigger_path,
+)
+from tests.conftest import BASE, START, ApiClient, ApiResponse, Stack, make_settings
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+T1 = trigger_path("t1")
+ALICE = Principal("alice", "acme", frozenset({"editor"}))
+ROLES = ("viewer", "editor", "admin")
+SUBJECT_BY_ROLE = {"viewer": "victor", "editor": "alice", "admin": "carol"}
+
+
+@pytest.fixture(scope="module")
+def warm_aws() -> Iterator[WarmAws]:
+    with WarmAws.start() as warm:
+        yield warm
+
+
+@pytest.fixture
+def stack(warm_aws: WarmAws) -> Stack:
+    return warm_aws.fresh_stack()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    pending: str
+    finished: str
+
+
+@pytest.fixture
+def seeded(stack: Stack) -> Seeded:
+    """Trigger t1 created by alice (an editor), with one pending and one finished invocation."""
+    triggers.create_trigger(
+        stack.runtime,
+        ALICE,
+        triggers.AgentPath("acme", "website", "reporter"),
+        TriggerCreate.model_validate({"id": "t1", **DAILY}),
+    )
+    pending = seed_invocation(stack, "t1", START - timedelta(minutes=1), "pending")
+    finished = seed_invocation(stack, "t1", START - timedelta(days=1), "completed")
+    return Seeded(pending.invocation_id, finished.invocation_id)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    method: str
+    path: str
+    success: int
+    body: dict[str, Any] | None = None
+    writes: bool = False
+    tenant_scoped: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def url(self, seeded: Seeded, trigger_id: str = "t1", invocation: str | None = None) -> str:
+        return self.path.format(
+            trigger=trigger_id,
+            pending=invocation or seeded.pending,
+            finished=invocation or seeded.finished,
+        )
+
+
+TRIGGER = f"{BASE}/{{trigger}}"
+ROUTES = [
+    Route("create", "POST", BASE, 201, {"id": "new", **DAILY}, writes=True),
+    Route("list-agent", "GET", BASE, 200),
+    Route("list-project", "GET", PROJECT_BASE, 200),
+    Route("upcoming-runs", "GET", f"{BASE}/upcoming-runs", 200),
+    Route("get", "GET", TRIGGER, 200),
+    Route("patch", "PATCH", TRIGGER, 200, {"name": "Renamed"}, writes=True),
+    Route("delete", "DELETE", TRIGGER, 204, writes=True),
+    Route("run", "POST", f"{TRIGGER}/run", 202, writes=True),
+    Route("list-invocations", "GET", f"{TRIGGER}/invocations", 200),
+    Route("get-invocation", "GET", f"{TRIGGER}/invocations/{{pending}}", 200),
+    Route("cancel", "POST", f"{TRIGGER}/invocations/{{pending}}/cancel", 200, writes=True),
+    Route("rerun", "POST", f"{TRIGGER}/invocations/{{finished}}/rerun", 202, writes=True),
+    Route("schedule-preview", "POST", "/schedule-preview", 200, {"cronExpression": "0 9 * * *"}, tenant_scoped=False),
+]
+TENANT_ROUTES = [route for route in ROUTES if route.tenant_scoped]
+
+
+def _expected(route: Route, role: str | None) -> tuple[int, str | None]:
+    if role is None:
+        return 401, "unauthorized"
+    if not route.tenant_scoped:
+        return route.success, None
+    if role == "none" or (route.writes and role == "viewer"):
+        return 403, "forbidden"
+    return route.success, None
+
+
+def _caller(role: str | None, form: str) -> dict[str, Any] | None:
+    """Claims of a caller with one role (or "none"), the roles claim as a JSON list or flattened "[a b]"."""
+    if role is None:
+        return None
+    names = [] if role == "none" else [role]
+    roles_claim: str | list[str] = names if form == "list" else f"[{' '.join(names)}]"
+    return claims(SUBJECT_BY_ROLE.get(role, "nobody"), roles_claim)
+
+
+CALLERS = [
+    pytest.param(None, "flattened", id="no-token"),
+    *(pytest.param(role, form, id=f"{role}-{form}") for role in ("none", *ROLES) for form in ("flattened", "list")),
+]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda route: route.name)
+@pytest.mark.parametrize(("role", "form"), CALLERS)
+def test_every_route_by_role(
+    api: ApiClient, stack: Stack, seeded: Seeded, route: Route, role: str | None, form: str
+) -> None:
+    """viewer reads; editor (here the creator) and admin also write; no token is 401 everywhere.
+
+    `none` is a valid token whose roles claim names no role: it may only preview schedules.
+    """
+    before = scan(stack, stack.settings.triggers_table), scan(stack, stack.settings.invocations_table)
+
+    response = api.request(route.method, route.url(seeded), route.body, claims=_caller(role, form))
+
+    status, code = _expected(route, role)
+    if code is None:
+        assert response.status == status, response.body
+    else:
+        assert_error(response, status, code)
+        after = scan(stack, stack.settings.triggers_table), scan(stack, stack.settings.invocations_table)
+        assert after == before, "a refused request changed stored data"
+
+
+@pytest.mark.parametrize("route", [route for route in TENANT_ROUTES if route.writes], ids=lambda route: route.name)
+def test_a_viewer_is_refused_before_the_request_is_validated(api: ApiClient, seeded: Seeded, route: Route) -> None:
+    viewer = claims("victor", "[viewer]")
+    refused = api.request(route.method, route.url(seeded), route.body, claims=viewer)
+    assert_error(refused, 403, "forbidden")
+    for probe in (
+        api.request(route.method, route.url(seeded), raw_body="{not json", claims=viewer),
+        api.request(route.method, route.url(seeded), {"bogus": True}, claims=viewer),
+        api.request(route.method, route.url(seeded, "bad.id", "bad.id"), route.body, claims=viewer),
+    ):
+        _same(probe, refused)
+
+
+def test_roles_claim_with_several_roles_in_either_form(api: ApiClient, seeded: Seeded) -> None:
+    for roles_claim in ("[viewer editor]", ["viewer", "editor"], '["viewer","editor"]', "viewer,editor"):
+        response = api.request("PATCH", T1, {"description": str(roles_claim)}, claims=claims("alice", roles_claim))
+        assert response.status == 200, (roles_claim, response.body)
+    unknown: list[Any] = ["[superuser]", ["root"], "", None, 7]
+    for roles in unknown:
+        token = {"sub": "alice", "tenant_id": "acme", "roles": roles}
+        assert_error(api.request("GET", T1, claims=token), 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param({}, id="empty-claims"),
+        pytest.param({"tenant_id": "acme", "roles": "[admin]"}, id="no-sub"),
+        pytest.param({"sub": "alice", "roles": "[admin]"}, id="no-tenant"),
+        pytest.param({"sub": "", "tenant_id": "acme", "roles": "[admin]"}, id="empty-sub"),
+        pytest.param({"sub": "alice", "tenant_id": "", "roles": "[admin]"}, id="empty-tenant"),
+    ],
+)
+def test_incomplete_claims_are_401(api: ApiClient, seeded: Seeded, token: dict[str, Any]) -> None:
+    for route in ROUTES:
+        assert_error(api.request(route.method, route.url(seeded), route.body, claims=token), 401, "unauthorized")
+
+
+def test_tenant_claim_name_is_configurable(api: ApiClient, seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings = make_settings("", TENANT_CLAIM="custom:org")
+    monkeypatch.setattr(api_handler, "get_settings", lambda: settings)
+
+    assert api.request("GET", T1, claims={"sub": "alice", "custom:org": "acme", "roles": "[viewer]"}).status == 200
+    assert_error(api.request("GET", T1, claims=claims("alice", "[viewer]")), 401, "unauthorized")
+
+
+# --- who may change a trigger ------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_as_bob(api: ApiClient, stack: Stack) -> str:
+    """t2: created by carol (an admin) to run as bob."""
+    created = api.request("POST", BASE, {"id": "t2", **DAILY, "runAsUserId": "bob"}, claims=claims("carol", "[admin]"))
+    assert created.status == 201, created.body
+    return trigger_path("t2")
+
+
+@pytest.mark.parametrize(
+    ("sub", "roles", "allowed"),
+    [
+        pytest.param("carol", "[admin]", True, id="admin-creator"),
+        pytest.param("bob", "[editor]", True, id="runas-editor"),
+        pytest.param("dave", "[admin]", True, id="other-admin"),
+        pytest.param("erin", "[editor]", False, id="other-editor"),
+        pytest.param("bob", "[viewer]", False, id="runas-viewer"),
+    ],
+)
+def test_only_admin_creator_or_run_as_user_may_change_a_trigger(
+    api: ApiClient, stack: Stack, run_as_bob: str, sub: str, roles: str, allowed: bool
+) -> None:
+    caller = claims(sub, roles)
+    patched = api.request("PATCH", run_as_bob, {"description": f"by {sub}"}, claims=caller)
+    if allowed:
+        assert patched.status == 200, patched.body
+        assert api.request("DELETE", run_as_bob, claims=caller).status == 204
+        assert raw_trigger(stack, "t2") is None
+    else:
+        assert_error(patched, 403, "forbidden")
+        assert_error(api.request("DELETE", run_as_bob, claims=caller), 403, "forbidden")
+        stored = raw_trigger(stack, "t2")
+        assert stored is not None
+        assert "description" not in stored
+
+
+def test_a_creator_who_lost_the_editor_role_may_not_change_it(api: ApiClient, seeded: Seeded) -> None:
+    assert_error(api.request("PATCH", T1, {"name": "x"}, claims=claims("alice", "[viewer]")), 403, "forbidden")
+    assert api.request("PATCH", T1, {"name": "x"}, claims=claims("alice", "[editor]")).status == 200
+
+
+def test_any_editor_may_run_a_trigger_now(api: ApiClient, seeded: Seeded) -> None:
+    assert api.request("POST", f"{T1}/run", claims=claims("erin", "[editor]")).status == 202
+
+
+@pytest.mark.parametrize(
+    ("sub", "roles", "run_as", "status"),
+    [
+        pytest.param("alice", "[editor]", "alice", 201, id="editor-names-self"),
+        pytest.param("alice", "[editor]", "bob", 403, id="editor-names-other"),
+        pytest.param("carol", "[admin]", "bob", 201, id="admin-names-other"),
+        pytest.param("carol", "[admin]", "system", 422, id="admin-names-system"),
+        pytest.param("alice", "[editor]", "system", 422, id="editor-names-system"),
+        pytest.param("carol", "[admin]", "apikey:ci-bot", 422, id="admin-names-apikey"),
+        pytest.param("apikey:ci-bot", "[editor]", "apikey:ci-bot", 422, id="apikey-names-self"),
+    ],
+)
+def test_run_as_user_rules(api: ApiClient, stack: Stack, sub: str, roles: str, run_as: str, status: int) -> None:
+    caller = claims(sub, roles)
+    created = api.request("POST", BASE, {"id": "c1", **DAILY, "runAsUserId": run_as}, claims=caller)
+    if status == 201:
+        assert created.status == 201, created.body
+        assert created.body["runAsUserId"] == run_as
+        return
+    error = assert_error(created, status, "forbidden" if status == 403 else "validation_failed")
+    assert "runAsUserId" in error["message"]
+    assert raw_trigger(stack, "c1") is None
+    # The same rule holds when a PATCH names the user.
+    api.request("POST", BASE, {"id": "c2", **DAILY}, claims=caller)
+    patched = api.request("PATCH", trigger_path("c2"), {"runAsUserId": run_as}, claims=caller)
+    assert_error(patched, status, "forbidden" if status == 403 else "validation_failed")
+
+
+# --- tenant isolation --------------------------------------------------------------------------
+
+INTRUDER = claims("mallory", "[admin]", tenant="globex")
+LARGE = "x" * (70 * 1024)
+
+
+def _same(first: ApiResponse, second: ApiResponse) -> None:
+    assert (first.status, first.body, first.headers) == (second.status, second.body, second.headers)
+
+
+@pytest.mark.parametrize("route", TENANT_ROUTES, ids=lambda route: route.name)
+def test_another_tenant_gets_403_and_learns_nothing(api: ApiClient, stack: Stack, seeded: Seeded, route: Route) -> None:
+    before = scan(stack, stack.settings.triggers_table), scan(stack, stack.settings.invocations_table)
+    existing = api.request(route.method, route.url(seeded), route.body, claims=INTRUDER)
+    assert_error(existing, 403, "forbidden")
+
+    probes = [
+        api.request(
+            route.method, route.url(seeded, "missing", "20261126T150000Z-missing"), route.body, claims=INTRUDER
+        ),
+        api.request(route.method, route.url(seeded, "bad.id", "bad.id"), route.body, claims=INTRUDER),
+        api.request(route.method, route.url(seeded), route.body, query={"limit": "abc"}, claims=INTRUDER),
+        api.request(route.method, route.url(seeded), raw_body="{not json", claims=INTRUDER),
+        api.request(route.method, route.url(seeded), {"name": 5, "bogus": True}, claims=INTRUDER),
+        api.request(route.method, route.url(seeded), raw_body=LARGE, claims=INTRUDER),
+        api.request(
+            route.method, route.url(seeded), route.body, headers={"content-type": "text/plain"}, claims=INTRUDER
+        ),
+        api.request(route.method, route.url(seeded), route.body, claims={**INTRUDER, "roles": "[viewer]"}),
+    ]
+    for probe in probes:
+        _same(probe, existing)
+    after = scan(stack, stack.settings.triggers_table), scan(stack, stack.settings.invocations_table)
+    assert after == before
+    assert stack.sfn.list_executions(stateMachineArn=stack.settings.state_machine_arn)["executions"] == []
+
+
+def test_a_tenant_path_is_checked_before_the_project_and_agent_exist(api: ApiClient, seeded: Seeded) -> None:
+    """The tenant comes from the path alone: another tenant's unknown project is still 403, not 404."""
+    unknown = "/tenants/acme/projects/nowhere/agents/nobody/scheduled-triggers/t1"
+    _same(api.request("GET", unknown, claims=INTRUDER), api.request("GET", T1, claims=INTRUDER))
+    assert_error(api.request("GET", unknown), 404, "not_found")
+
+
+def test_a_tenant_sees_only_its_own_triggers(api: ApiClient, stack: Stack, seeded: Seeded) -> None:
+    globex_base = BASE.replace("acme", "globex")
+    globex = claims("mallory", "[admin]", tenant="globex")
+    assert api.request("POST", globex_base, {"id": "g1", **DAILY}, claims=globex).status == 201
+
+    assert [item["id"] for item in api.request("GET", globex_base, claims=globex).body["data"]] == ["g1"]
+    assert [item["id"] for item in api.request("GET", BASE).body["data"]] == ["t1"]
+    assert_error(api.request("GET", trigger_path("g1")), 404, "not_found")
+    assert_error(api.request("GET", trigger_path("g1", globex_base)), 403, "forbidden")
