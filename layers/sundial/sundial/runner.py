@@ -1,0 +1,443 @@
+"""The runner's steps, one per Lambda Task of statemachine/runner.asl.json (SPEC §5).
+
+Each step takes the execution's state and returns the whole next state; the state machine only
+routes on `outcome` and waits `retryDelaySeconds`. Steps are idempotent, because Step Functions
+may invoke a Task again after a transient Lambda error:
+
+* `prepare` records the invocation as pending (scheduled runs; the API records manual ones).
+* `attempt` is keyed by the state's `attemptNumber`: if that attempt is already recorded it
+  replays the recorded outcome instead of calling the agent again, so a Lambda-level retry never
+  spends one of the trigger's retries. Before calling the agent it notices a cancellation and,
+  before the first call, a superseded claim and the overlap policy.
+* `finalize` records a run whose step broke (timeout, unhandled error) as failed.
+
+`completed`/`failed` never overwrite `cancelled`: every final write conditions on an unfinished status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from sundial import invocations
+from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome, render_message
+from sundial.errors import NotFoundError
+from sundial.models import InvocationKind, InvocationStatus
+from sundial.runtime import Runtime
+from sundial.storage import InvocationRecord, TriggerRecord, format_instant, parse_instant, trigger_pk
+
+logger = logging.getLogger(__name__)
+
+RETRY_DELAY_CAP_SECONDS = 6 * 3600
+RETRY_JITTER = 0.3
+# The Attempt Task's timeout is the trigger's HTTP timeout plus room for the step's own reads and writes.
+TASK_TIMEOUT_MARGIN_SECONDS = 60
+DEFAULT_TIMEOUT_SECONDS = 780
+SUPERSEDED = "superseded"
+MAX_ERROR_CHARS = 1000
+
+Outcome = Literal["pending", "retry", "completed", "failed", "cancelled", "skipped"]
+INSTANT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+
+
+class StateModel(BaseModel):
+    """camelCase JSON, as the state machine carries it; unknown keys are ignored, not rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ExecutionInput(StateModel):
+    """What the dispatcher (scheduled) or the API (manual, rerun) starts an execution with."""
+
+    tenant_id: str
+    project_id: str
+    agent_id: str
+    trigger_id: str
+    invocation_id: str
+    kind: InvocationKind
+    scheduled_for: str = Field(pattern=INSTANT_PATTERN)
+    schedule_version: int | None
+    idempotency_key: str
+
+
+class PrepareEvent(StateModel):
+    """The Prepare Task's payload: the execution input plus the execution's ARN from the context object."""
+
+    input: ExecutionInput
+    execution_arn: str
+
+
+class RunState(ExecutionInput):
+    """The state between steps. `failure` is where the state machine's Catch puts `{Error, Cause}`."""
+
+    attempt_timeout_seconds: int = Field(DEFAULT_TIMEOUT_SECONDS + TASK_TIMEOUT_MARGIN_SECONDS, ge=1)
+    attempt_number: int = Field(0, ge=0)
+    outcome: Outcome = "pending"
+    retry_delay_seconds: int | None = None
+    failure: dict[str, Any] | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Agent(Protocol):
+    def call(self, request: AgentRequest, timeout_seconds: float) -> AgentResult: ...
+
+
+def retry_delay_seconds(base_seconds: int, retry: int, rng: Callable[[], float] = random.random) -> int:
+    """Wait before retry `retry` (1…maxRetries): base * 2^(retry-1) * (1 + U[0, 0.3)), capped at 6 h.
+
+    Rounded down to whole seconds (a Wait state's SecondsPath takes integers), which keeps it
+    within the bounds for the integer bases the API allows.
+    """
+    delay = base_seconds * 2 ** (retry - 1) * (1 + RETRY_JITTER * rng())
+    return min(int(delay), RETRY_DELAY_CAP_SECONDS)
+
+
+def attempt_timeout_for(trigger: TriggerRecord | None) -> int:
+    timeout = int(trigger.timeout_seconds) if trigger is not None else DEFAULT_TIMEOUT_SECONDS
+    return timeout + TASK_TIMEOUT_MARGIN_SECONDS
+
+
+def find_trigger(tenant_id: str, trigger_id: str) -> TriggerRecord | None:
+    try:
+        return TriggerRecord.get(trigger_pk(tenant_id, trigger_id), consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def find_invocation(run: ExecutionInput) -> InvocationRecord | None:
+    try:
+        return invocations.load(run.tenant_id, run.trigger_id, run.invocation_id)
+    except NotFoundError:
+        return None
+
+
+def _new_record(
+    runtime: Runtime, run: ExecutionInput, trigger: TriggerRecord | None, execution_arn: str | None
+) -> InvocationRecord:
+    return invocations.new_invocation(
+        runtime,
+        tenant_id=run.tenant_id,
+        project_id=run.project_id,
+        agent_id=run.agent_id,
+        trigger_id=run.trigger_id,
+        kind=run.kind,
+        invocation_id=run.invocation_id,
+        idempotency_key=run.idempotency_key,
+        scheduled_for=parse_instant(run.scheduled_for),
+        ref=trigger.ref if trigger is not None else "",
+        execution_name=execution_arn.rsplit(":", 1)[-1] if execution_arn else run.idempotency_key,
+        schedule_version=run.schedule_version,
+        execution_arn=execution_arn,
+    )
+
+
+def _ensure_invocation(
+    runtime: Runtime, run: ExecutionInput, trigger: TriggerRecord | None, execution_arn: str | None
+) -> InvocationRecord:
+    """The run's invocation record, created pending if it does not exist yet (idempotent)."""
+    if run.kind != "scheduled":
+        existing = find_invocation(run)
+        if existing is not None:
+            return existing
+    record = _new_record(runtime, run, trigger, execution_arn)
+    if invocations.put_if_absent(record):
+        return record
+    return invocations.load(run.tenant_id, run.trigger_id, run.invocation_id)
+
+
+def prepare(runtime: Runtime, event: PrepareEvent) -> RunState:
+    """Record the invocation as pending before the wait, so it can be listed and cancelled at once."""
+    run = event.input
+    trigger = find_trigger(run.tenant_id, run.trigger_id)
+    _ensure_invocation(runtime, run, trigger, event.execution_arn)
+    return RunState(**run.model_dump(), attempt_timeout_seconds=attempt_timeout_for(trigger))
+
+
+def _stopped(state: RunState, status: str) -> RunState:
+    """The invocation is final: route to the end that matches its status (Done, or AgentRunFailed)."""
+    outcome: Outcome = "cancelled"
+    if status in ("completed", "failed", "skipped"):
+        outcome = status  # type: ignore[assignment]
+    return state.model_copy(update={"outcome": outcome, "retry_delay_seconds": None})
+
+
+def _superseded(state: RunState, trigger: TriggerRecord) -> bool:
+    """A scheduled occurrence whose trigger was disabled or re-scheduled after the claim stands down."""
+    return state.kind == "scheduled" and (
+        not trigger.enabled or int(trigger.schedule_version) != state.schedule_version
+    )
+
+
+def _overlaps(record: InvocationRecord) -> bool:
+    """Whether another invocation of the trigger is unfinished and started before this one.
+
+    The sparse `open` index holds only unfinished invocations, keyed by time-ordered ids: an
+    earlier id has reached its scheduled time already; a later one counts only once running
+    (a claimed occurrence still waiting for its time does not block this one).
+    """
+    for other in InvocationRecord.open.query(record.trigger_key):
+        if other.invocation_id == record.invocation_id:
+            continue
+        if other.invocation_id < record.invocation_id:
+            return True
+        try:
+            later = InvocationRecord.get(record.trigger_key, other.invocation_id, consistent_read=True)
+        except DoesNotExist:
+            continue
+        if later.status == "running":
+            return True
+    return False
+
+
+def _mark_running(record: InvocationRecord, trigger: TriggerRecord, now: datetime) -> bool:
+    """pending → running (with the trigger's current ref); False when it was cancelled meanwhile."""
+    try:
+        record.update(
+            actions=[
+                InvocationRecord.status.set("running"),
+                InvocationRecord.started_at.set(now),
+                InvocationRecord.ref.set(trigger.ref),
+            ],
+            condition=InvocationRecord.status == "pending",
+        )
+    except UpdateError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        record.refresh(consistent_read=True)
+        return record.status == "running"
+    return True
+
+
+def _request(state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int) -> AgentRequest:
+    builtins = {
+        "scheduledFor": state.scheduled_for,
+        "triggerName": trigger.name,
+        "invocationId": state.invocation_id,
+    }
+    return AgentRequest(
+        tenant_id=state.tenant_id,
+        project_id=state.project_id,
+        agent_id=state.agent_id,
+        ref=record.ref,
+        run_as_user_id=trigger.run_as_user_id,
+        trigger_id=state.trigger_id,
+        invocation_id=state.invocation_id,
+        scheduled_for=state.scheduled_for,
+        attempt_number=number,
+        timezone=trigger.cron_timezone,
+        message=render_message(trigger.message_template, trigger.payload, builtins),
+        payload=trigger.payload,
+    )
+
+
+def _attempt_entry(number: int, started: datetime, ended: datetime, result: AgentResult) -> dict[str, Any]:
+    """One `attempts` entry, camelCase like sundial.models.Attempt."""
+    return {
+        "number": number,
+        "startedAt": format_instant(started),
+        "endedAt": format_instant(ended),
+        "outcome": result.outcome.value,
+        "httpStatus": result.http_status,
+        "error": result.error,
+        "conversationId": result.conversation_id,
+    }
+
+
+def _decide(trigger: TriggerRecord, number: int, outcome: str) -> Outcome:
+    """Success ends the run; a retryable failure retries while the trigger has retries left."""
+    if outcome == AttemptOutcome.SUCCEEDED:
+        return "completed"
+    if AttemptOutcome(outcome).retryable and number <= int(trigger.max_retries):
+        return "retry"
+    return "failed"
+
+
+def _record_attempt(
+    runtime: Runtime, record: InvocationRecord, entry: dict[str, Any], decision: Outcome
+) -> InvocationStatus:
+    """Store the attempt (and, when the run is over, its final status in the same write).
+
+    Returns the invocation's status afterwards: `cancelled` if a cancel landed during the call.
+    """
+    number = int(entry["number"])
+    conversation_ids = list(record.conversation_ids or [])
+    if entry["conversationId"] and entry["conversationId"] not in conversation_ids:
+        conversation_ids.append(entry["conversationId"])
+    actions: list[Any] = [
+        InvocationRecord.attempts.set([*list(record.attempts or [])[: number - 1], entry]),
+        InvocationRecord.attempt_number.set(number),
+        InvocationRecord.conversation_ids.set(conversation_ids),
+    ]
+    if decision in ("completed", "failed"):
+        error = entry["error"] if decision == "failed" else None
+        if invocations.finish(record, decision, runtime.now(), error, also=actions):
+            return decision
+    record.update(actions=actions)
+    return record.status  # type: ignore[return-value]
+
+
+def _recorded(record: InvocationRecord, number: int) -> dict[str, Any]:
+    """Attempt `number` as an earlier invocation of this step recorded it."""
+    entry: dict[str, Any] = list(record.attempts or [])[number - 1]
+    return entry
+
+
+def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, trigger: TriggerRecord | None) -> None:
+    """After a run ends: the trigger's lastRun* fields, and a one-time trigger's occurrence is used up."""
+    if trigger is None:
+        return
+    if state.kind == "scheduled" and trigger.run_at is not None and trigger.cron_expression is None:
+        _disable_one_time(runtime, trigger, state.schedule_version)
+    at = record.scheduled_for
+    try:
+        trigger.update(
+            actions=[
+                TriggerRecord.last_run_at.set(at),
+                TriggerRecord.last_run_status.set(record.status),
+                TriggerRecord.last_run_conversation_ids.set(list(record.conversation_ids or [])),
+            ],
+            condition=TriggerRecord.pk.exists()
+            & (TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)),
+        )
+    except UpdateError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        logger.info("lastRun of %s not updated: deleted, or a later run finished first", trigger.pk)
+
+
+def _disable_one_time(runtime: Runtime, trigger: TriggerRecord, schedule_version: int | None) -> None:
+    """enabled=false and out of the due index, unless the trigger was re-scheduled meanwhile."""
+    try:
+        trigger.update(
+            actions=[
+                TriggerRecord.enabled.set(False),
+                TriggerRecord.schedule_version.add(1),
+                TriggerRecord.revision.add(1),
+                TriggerRecord.updated_at.set(runtime.now()),
+                TriggerRecord.next_run_at.remove(),
+                TriggerRecord.due_shard.remove(),
+                TriggerRecord.due_at.remove(),
+            ],
+            # Every change of runAt or enabled bumps schedule_version, so an unchanged one means untouched.
+            condition=(TriggerRecord.schedule_version == schedule_version) & TriggerRecord.run_at.exists(),
+        )
+    except UpdateError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        logger.info("one-time trigger %s was changed after its claim; left as it is", trigger.pk)
+
+
+def _finish_without_agent(
+    runtime: Runtime,
+    state: RunState,
+    record: InvocationRecord,
+    trigger: TriggerRecord | None,
+    status: InvocationStatus,
+    error: str,
+) -> RunState:
+    """Cancelled (superseded) or skipped before any agent call."""
+    if invocations.finish(record, status, runtime.now(), error):
+        if status == "skipped":
+            conclude(runtime, state, record, trigger)
+    else:
+        record.refresh(consistent_read=True)
+    return _stopped(state, record.status)
+
+
+def _stand_down(runtime: Runtime, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
+    """Before the first call: a superseded claim or an overlap ends the run here; else it becomes running."""
+    if _superseded(state, trigger):
+        return _finish_without_agent(runtime, state, record, trigger, "cancelled", SUPERSEDED)
+    if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(record):
+        return _finish_without_agent(
+            runtime, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
+        )
+    if not _mark_running(record, trigger, runtime.now()):
+        return _stopped(state, record.status)
+    return None
+
+
+def _call_agent(
+    runtime: Runtime, agent: Agent, state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int
+) -> dict[str, Any]:
+    """One agent call, bounded by the trigger's timeout (and the Task's); returns its `attempts` entry."""
+    timeout = min(int(trigger.timeout_seconds), state.attempt_timeout_seconds - TASK_TIMEOUT_MARGIN_SECONDS)
+    started = runtime.now()
+    result = agent.call(_request(state, record, trigger, number), timeout_seconds=max(timeout, 1))
+    logger.info("attempt %s of %s: %s", number, state.invocation_id, result.outcome, extra={"http": result.http_status})
+    return _attempt_entry(number, started, runtime.now(), result)
+
+
+def attempt(runtime: Runtime, agent: Agent, state: RunState, rng: Callable[[], float] = random.random) -> RunState:
+    """One agent call for attempt `state.attemptNumber + 1`, recorded; the outcome routes the state machine."""
+    number = state.attempt_number + 1
+    record = invocations.load(state.tenant_id, state.trigger_id, state.invocation_id)
+    if record.status not in invocations.UNFINISHED:
+        return _stopped(state, record.status)
+    trigger = find_trigger(state.tenant_id, state.trigger_id)
+    if trigger is None:
+        return _finish_without_agent(runtime, state, record, None, "cancelled", SUPERSEDED)
+    next_state = state.model_copy(
+        update={"attempt_number": number, "attempt_timeout_seconds": attempt_timeout_for(trigger)}
+    )
+    if int(record.attempt_number) >= number:
+        entry = _recorded(record, number)
+        decision = _decide(trigger, number, str(entry["outcome"]))
+    else:
+        if record.status == "pending":
+            stood_down = _stand_down(runtime, state, record, trigger)
+            if stood_down is not None:
+                return stood_down
+        entry = _call_agent(runtime, agent, state, record, trigger, number)
+        decision = _decide(trigger, number, str(entry["outcome"]))
+        status = _record_attempt(runtime, record, entry, decision)
+        if status not in invocations.UNFINISHED:
+            if status in ("completed", "failed"):
+                conclude(runtime, state, record, trigger)
+            return _stopped(next_state, status)
+    if decision == "retry":
+        delay = retry_delay_seconds(int(trigger.retry_delay_seconds), number, rng)
+        return next_state.model_copy(update={"outcome": "retry", "retry_delay_seconds": delay})
+    # A replayed attempt whose outcome now ends the run (the trigger's maxRetries was lowered meanwhile).
+    if invocations.finish(record, decision, runtime.now(), entry["error"] if decision == "failed" else None):
+        conclude(runtime, state, record, trigger)
+    else:
+        record.refresh(consistent_read=True)
+    return _stopped(next_state, record.status)
+
+
+def _failure_text(failure: dict[str, Any] | None) -> str:
+    """`Error: message` from the Catch output; a Lambda error's Cause is JSON with an errorMessage."""
+    failure = failure or {}
+    name = str(failure.get("Error") or "States.Runtime")
+    cause = str(failure.get("Cause") or "")
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "errorMessage" in parsed:
+        cause = str(parsed["errorMessage"])
+    text = f"{name}: {cause}" if cause else name
+    return text[:MAX_ERROR_CHARS]
+
+
+def finalize(runtime: Runtime, state: RunState) -> RunState:
+    """A step broke: record the invocation as failed (creating it if Prepare never did), unless already final."""
+    trigger = find_trigger(state.tenant_id, state.trigger_id)
+    record = find_invocation(state) or _ensure_invocation(runtime, state, trigger, None)
+    error = _failure_text(state.failure)
+    logger.warning("runner step failed for %s: %s", state.invocation_id, error)
+    if invocations.finish(record, "failed", runtime.now(), error):
+        record.refresh(consistent_read=True)
+        conclude(runtime, state, record, trigger)
+    return state.model_copy(update={"outcome": "failed"})
