@@ -35,8 +35,8 @@ lint: $(VENV)/.synced ## ruff lint and format check
 typecheck: $(VENV)/.synced ## mypy
 	$(BIN)/mypy
 
-unit: $(VENV)/.synced ## pytest (all tests, in parallel; the end-to-end ones share one local stack per group)
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+unit: $(VENV)/.synced ## pytest (all tests, in parallel; a file's tests stay on one worker, so e2e shares one stack)
+	$(BIN)/pytest -n 2 --dist loadfile -q
 
 e2e: $(VENV)/.synced ## Only the end-to-end tests: the local stack as a subprocess, driven over HTTP
 	$(BIN)/pytest -m e2e -q

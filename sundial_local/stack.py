@@ -1,0 +1,496 @@
+"""The whole system in one process: moto server as AWS (Step Functions really executing the runner's ASL,
+its Lambda tasks routed to the runner handlers), the API behind an emulated JWT authorizer, the dispatcher
+ticking every TICK_SECONDS, and a demo agent unless AGENT_RUN_URL is set."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+
+from sundial_local import state
+from sundial_local.config import ACCOUNT, REGION, LocalConfig
+from sundial_local.demo_agent import DemoAgent
+from sundial_local.gateway import ApiGateway
+from sundial_local.template import ROOT, create_state_machine, create_tables, resource
+
+if TYPE_CHECKING:
+    from moto.core.config import DefaultConfig
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+TRIGGERS_TABLE = "sundial-triggers"
+INVOCATIONS_TABLE = "sundial-invocations"
+STATE_MACHINE_NAME = "sundial-runner"
+MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+DISPATCH_EVENT_PATH = ROOT / "events" / "dispatch_tick.json"
+SHUTDOWN_JOIN_SECONDS = 30.0
+
+
+class StartupError(Exception):
+    """The stack cannot start; the message says what to change."""
+
+
+def function_name(logical_id: str) -> str:
+    """`RunnerPrepareFunction` → `sundial-runner-prepare`: the names the local ARNs use."""
+    words = re.findall(r"[A-Z][a-z0-9]*", logical_id.removesuffix("Function"))
+    return "sundial-" + "-".join(word.lower() for word in words)
+
+
+def function_arn(logical_id: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name(logical_id)}"
+
+
+def runner_function_arns() -> dict[str, str]:
+    """The state machine's DefinitionSubstitutions, resolved to local Lambda ARNs as CloudFormation would."""
+    substitutions = resource("RunnerStateMachine")["Properties"]["DefinitionSubstitutions"]
+    arns: dict[str, str] = {}
+    for key, value in substitutions.items():
+        target = value["Fn::GetAtt"]
+        arns[key] = function_arn(target.split(".")[0] if isinstance(target, str) else target[0])
+    return arns
+
+
+def lambda_context(logical_id: str) -> Any:
+    from sundial_local.lambdas import LocalLambdaContext
+
+    return LocalLambdaContext(function_name(logical_id), function_arn(logical_id))
+
+
+def port_in_use(name: str, port: int) -> StartupError:
+    return StartupError(f"port {port} is already in use; set {name}=<another port> (for example {name}={port + 1})")
+
+
+def _check_free(name: str, port: int) -> None:
+    """Fail fast on a taken fixed port (moto's server thread would otherwise die without telling anyone)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise port_in_use(name, port) from None
+            raise
+
+
+def _run_name(run: dict[str, Any]) -> str:
+    return f"{run.get('triggerId')} ({run.get('tenantId')})"
+
+
+def discard_unpublished_metrics() -> None:
+    """With metrics disabled, powertools never clears what the handlers add: it would pile up in memory
+    and still be printed once a metric reaches 100 values. Called after every function call."""
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+    from sundial.observability import metrics
+
+    if is_metrics_disabled():
+        metrics.clear_metrics()
+
+
+def describe_start(run: dict[str, Any]) -> str:
+    """`dispatched weekday-report (acme) for 2026-11-27T08:00:00Z`, or a run-now / rerun start."""
+    kind = run.get("kind", "scheduled")
+    if kind == "scheduled":
+        return f"dispatched {_run_name(run)} for {run.get('scheduledFor')}"
+    label = "run-now" if kind == "manual" else kind
+    return f"started {label} of {_run_name(run)}: invocation {run.get('invocationId')}"
+
+
+def describe_step(step: str, event: dict[str, Any], result: dict[str, Any]) -> tuple[int, str]:
+    """A log level and a line for what a runner step decided."""
+    if step == "prepare":
+        run = event.get("input") or {}
+        return logging.DEBUG, f"run {_run_name(run)} for {run.get('scheduledFor')}: pending"
+    prefix = f"run {_run_name(result)} for {result.get('scheduledFor')}"
+    outcome, number = result.get("outcome"), result.get("attemptNumber")
+    if step == "finalize":
+        failure = (event.get("failure") or {}).get("Error", "an error")
+        return logging.WARNING, f"{prefix}: a runner step failed ({failure}); recorded as failed"
+    if outcome == "retry":
+        return logging.INFO, f"{prefix}: attempt {number} failed, retrying in {result.get('retryDelaySeconds')} s"
+    if outcome in ("completed", "failed") and number != event.get("attemptNumber"):
+        verdict = "succeeded, completed" if outcome == "completed" else "failed, run failed"
+        return logging.INFO, f"{prefix}: attempt {number} {verdict}"
+    return logging.INFO, f"{prefix}: {outcome}"
+
+
+@contextmanager
+def logged_runner_steps(routes: dict[str, str]) -> Iterator[None]:
+    """One readable line per runner step, wrapped around moto's (already routed) Lambda invoke."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    steps = {name: spec.rpartition(".")[2].removesuffix("_handler") for name, spec in routes.items()}
+    routed = LambdaSimpleBackend.invoke
+
+    def invoke(
+        self: LambdaSimpleBackend, name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+    ) -> Any:
+        try:
+            result = routed(self, name, qualifier, body, headers, response_headers)
+        finally:
+            discard_unpublished_metrics()
+        step = steps.get(name.split(":")[6] if name.startswith("arn:") else name)
+        if step is not None:
+            try:
+                event, output = json.loads(body or "{}"), json.loads(result or "{}")
+            except ValueError:
+                return result
+            if response_headers.get("x-amz-function-error"):
+                logger.warning(
+                    "runner %s step raised %s: %s", step, output.get("errorType"), output.get("errorMessage")
+                )
+            else:
+                logger.log(*describe_step(step, event, output))
+        return result
+
+    with mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
+        yield
+
+
+@contextmanager
+def precise_timestamp_waits() -> Iterator[None]:
+    """Make moto's Wait-until-timestamp end at the timestamp, not up to a second before it.
+
+    moto truncates the time left to whole seconds (4.7 s → 4 s), so a run would start early. This is
+    moto's own computation with the rounding turned upwards: the run starts within the second after
+    its scheduled instant, as in Step Functions.
+    """
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEventException
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
+
+    def get_wait_seconds(self: Timestamp, env: Any) -> int:
+        self.string.eval(env=env)
+        text = env.stack.pop()
+        timestamp = self._from_timestamp_string(timestamp=text)
+        if timestamp is None:
+            raise FailureEventException(self._create_failure_event(env, text))
+        return math.ceil((timestamp - datetime.now()).total_seconds())
+
+    with mock.patch.object(Timestamp, "_get_wait_seconds", get_wait_seconds):
+        yield
+
+
+def log_executions(session: boto3.Session) -> None:
+    """One readable line per StartExecution any client of `session` makes (dispatcher, API claims, run-now)."""
+
+    def remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["sundial_run"] = params.get("input")
+
+    def report(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        try:
+            run = json.loads(context.get("sundial_run") or "{}")
+        except ValueError:
+            return
+        if "Error" in parsed:
+            logger.debug("%s: %s", describe_start(run), parsed["Error"].get("Code"))
+        else:
+            logger.info("%s", describe_start(run))
+
+    session.events.register("provide-client-params.sfn.StartExecution", remember)
+    session.events.register("after-call.sfn.StartExecution", report)
+
+
+def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machine_arn: str) -> int:
+    """Executions do not survive a restart: start each unfinished invocation's execution again, same name.
+
+    The runner's steps are idempotent, so the run carries on where its records say it was: a pending
+    run waits for (or, if past, starts at once at) its time; recorded attempts are not made again;
+    an attempt cut off mid-call is made again with the same Idempotency-Key.
+    """
+    deserializer = TypeDeserializer()
+    resumed = 0
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=INVOCATIONS_TABLE, FilterExpression="attribute_exists(open_key)", ConsistentRead=True
+    )
+    for page in pages:
+        for raw in page.get("Items", []):
+            item = {name: deserializer.deserialize(value) for name, value in raw.items()}
+            if item.get("status") not in ("pending", "running") or not item.get("execution_name"):
+                continue
+            version = item.get("schedule_version")
+            run = {
+                "tenantId": item["tenant_id"],
+                "projectId": item["project_id"],
+                "agentId": item["agent_id"],
+                "triggerId": item["trigger_id"],
+                "invocationId": item["invocation_id"],
+                "kind": item["kind"],
+                "scheduledFor": item["scheduled_for"],
+                "scheduleVersion": int(version) if version is not None else None,
+                "idempotencyKey": item["idempotency_key"],
+            }
+            try:
+                sfn.start_execution(
+                    stateMachineArn=state_machine_arn, name=str(item["execution_name"]), input=json.dumps(run)
+                )
+            except sfn.exceptions.ExecutionAlreadyExists:
+                continue
+            logger.info(
+                "resumed %s run of %s for %s, cut off by the last shutdown",
+                item["status"],
+                _run_name(run),
+                run["scheduledFor"],
+            )
+            resumed += 1
+    return resumed
+
+
+class DispatcherLoop:
+    """Calls the dispatch function every `tick_seconds` with a scheduled event, as EventBridge does every minute."""
+
+    def __init__(self, handler: Callable[[dict[str, Any], Any], Any], tick_seconds: float) -> None:
+        self._handler = handler
+        self._tick_seconds = tick_seconds
+        self._event: dict[str, Any] = json.loads(DISPATCH_EVENT_PATH.read_text())
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(SHUTDOWN_JOIN_SECONDS)
+
+    def tick(self) -> None:
+        now = datetime.now(UTC)
+        event = {**self._event, "id": str(uuid.uuid4()), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        try:
+            self._handler(event, lambda_context("DispatchFunction"))
+        except Exception:
+            logger.exception("dispatcher tick failed")
+        finally:
+            discard_unpublished_metrics()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stopping.is_set():
+            self.tick()
+            next_tick = max(next_tick + self._tick_seconds, time.monotonic())
+            self._stopping.wait(next_tick - time.monotonic())
+
+
+def set_environment(
+    *, moto_port: int | None, agent_run_url: str, agent_run_token: str, state_machine_arn: str = ""
+) -> None:
+    """Give the functions their settings and point every AWS client in this process at moto: at the
+    server on `moto_port`, or (None) at the in-process mock, which needs no endpoint.
+
+    Fake credentials always win over a real profile, so nothing here can reach an AWS account.
+    TZ=UTC because moto's Wait-until-timestamp compares against local time.
+    """
+    for name in ("AWS_PROFILE", "AGENT_RUN_TOKEN_SECRET_ARN", "AWS_ENDPOINT_URL", "DYNAMODB_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "TZ": "UTC",
+            "TRIGGERS_TABLE": TRIGGERS_TABLE,
+            "INVOCATIONS_TABLE": INVOCATIONS_TABLE,
+            "STATE_MACHINE_ARN": state_machine_arn,
+            "AGENT_RUN_URL": agent_run_url,
+            "AGENT_RUN_TOKEN": agent_run_token,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "sundial",
+            "POWERTOOLS_METRICS_NAMESPACE": "Sundial",
+        }
+    )
+    if moto_port is not None:
+        endpoint = f"http://{HOST}:{moto_port}"
+        os.environ.update(
+            {"AWS_ENDPOINT_URL": endpoint, "DYNAMODB_ENDPOINT_URL": endpoint, "MOTO_PORT": str(moto_port)}
+        )
+        for name in ("NO_PROXY", "no_proxy"):  # never send calls to moto (localhost:MOTO_PORT) to a proxy
+            hosts = [host for host in os.environ.get(name, "").split(",") if host]
+            os.environ[name] = ",".join([*hosts, *(host for host in (HOST, "localhost") if host not in hosts)])
+    # The functions' JSON logs and EMF metrics would drown the readable lines; both can be turned back on.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    time.tzset()
+    from sundial.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+def configure_moto(moto_port: int) -> None:
+    request = urllib.request.Request(
+        f"http://{HOST}:{moto_port}/moto-api/config",
+        data=json.dumps(MOTO_CONFIG).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+class LocalStack:
+    """`start` brings everything up (or raises StartupError); `stop` shuts down in reverse and saves the tables."""
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        self._exit = ExitStack()
+        self._api: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+        self._gateway: ApiGateway | None = None
+
+    @property
+    def url(self) -> str:
+        """The API's address (the bound port, which PORT=0 leaves to the system)."""
+        port = self._gateway.port if self._gateway is not None else self.config.port
+        return f"http://{HOST}:{port}"
+
+    @property
+    def tables(self) -> dict[str, str]:
+        return {"triggers": TRIGGERS_TABLE, "invocations": INVOCATIONS_TABLE}
+
+    def start(self) -> None:
+        gateway = self._bind_gateway()
+        moto_port = self._start_moto()
+        agent_url = self._start_agent()
+        agent_token = self.config.agent_run_token.get_secret_value()
+        set_environment(moto_port=moto_port, agent_run_url=agent_url, agent_run_token=agent_token)
+        configure_moto(moto_port)
+        session = boto3.Session()
+        dynamodb: DynamoDBClient = session.client("dynamodb")
+        sfn: SFNClient = session.client("stepfunctions")
+        create_tables(dynamodb, TRIGGERS_TABLE, INVOCATIONS_TABLE)
+        state_machine_arn = create_state_machine(sfn, STATE_MACHINE_NAME, runner_function_arns())
+        set_environment(
+            moto_port=moto_port,
+            agent_run_url=agent_url,
+            agent_run_token=agent_token,
+            state_machine_arn=state_machine_arn,
+        )
+        self._restore(dynamodb)
+        dispatch = self._load_functions()
+        self._exit.callback(self._save, dynamodb)
+        resume_unfinished_runs(dynamodb, sfn, state_machine_arn)
+        dispatcher = DispatcherLoop(dispatch, self.config.tick_seconds)
+        dispatcher.start()
+        self._exit.callback(dispatcher.stop)
+        threading.Thread(target=gateway.serve_forever, name="api", daemon=True).start()
+        self._exit.callback(gateway.stop_serving)
+
+    def stop(self) -> None:
+        """Stop taking requests and ticks, save the tables, then stop the emulator and the demo agent."""
+        self._exit.close()
+
+    def _bind_gateway(self) -> ApiGateway:
+        try:
+            gateway = ApiGateway(HOST, self.config.port, self.config.jwt_secret.get_secret_value(), self._call_api)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise port_in_use("PORT", self.config.port) from None
+            raise
+        self._exit.callback(gateway.close)
+        self._gateway = gateway
+        return gateway
+
+    def _start_moto(self) -> int:
+        from moto.server import ThreadedMotoServer
+
+        if self.config.moto_port:
+            _check_free("MOTO_PORT", self.config.moto_port)
+        server = ThreadedMotoServer(ip_address=HOST, port=self.config.moto_port, verbose=False)
+        server.start()
+        self._exit.callback(server.stop)
+        return int(server.get_host_and_port()[1])
+
+    def _start_agent(self) -> str:
+        if self.config.agent_run_url:
+            logger.info("agent runs go to %s", self.config.agent_run_url)
+            return self.config.agent_run_url
+        try:
+            agent = DemoAgent(self.config.demo_agent_port)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise port_in_use("DEMO_AGENT_PORT", self.config.demo_agent_port) from None
+            raise
+        agent.start()
+        self._exit.callback(agent.stop)
+        logger.info("agent runs go to the built-in demo agent at %s (set AGENT_RUN_URL to use yours)", agent.url)
+        return agent.url
+
+    def _load_functions(self) -> Callable[[dict[str, Any], Any], Any]:
+        """Import the handlers only now, with the environment set (settings are read once, on first use);
+        route the runner's Lambda tasks to them; return the dispatch handler."""
+        from sundial_local.lambdas import routed_lambdas
+
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        log_executions(boto3.DEFAULT_SESSION)
+        import api_handler
+        import dispatch_handler
+
+        self._api = api_handler.lambda_handler
+        routes = self._exit.enter_context(routed_lambdas(runner_function_arns()))
+        self._exit.enter_context(logged_runner_steps(routes))
+        self._exit.enter_context(precise_timestamp_waits())
+        handler: Callable[[dict[str, Any], Any], Any] = dispatch_handler.lambda_handler
+        return handler
+
+    def _call_api(self, event: dict[str, Any]) -> dict[str, Any]:
+        assert self._api is not None, "requests are served only once the functions are loaded"
+        try:
+            return self._api(event, lambda_context("ApiFunction"))
+        finally:
+            discard_unpublished_metrics()
+
+    def _restore(self, dynamodb: DynamoDBClient) -> None:
+        path = self.config.state_file
+        try:
+            counts = state.restore(dynamodb, self.tables, path)
+        except state.StateFileError as error:
+            raise StartupError(f"{error}; move it away to start with empty tables") from None
+        if counts:
+            logger.info(
+                "restored %d trigger(s) and %d invocations-table item(s) from %s",
+                counts.get("triggers", 0),
+                counts.get("invocations", 0),
+                shown(path),
+            )
+
+    def _save(self, dynamodb: DynamoDBClient) -> None:
+        path = self.config.state_file
+        try:
+            counts = state.save(dynamodb, self.tables, path)
+        except Exception:
+            logger.exception("could not save the tables to %s", shown(path))
+            return
+        logger.info(
+            "saved %d trigger(s) and %d invocations-table item(s) to %s",
+            counts["triggers"],
+            counts["invocations"],
+            shown(path),
+        )
+
+
+def shown(path: Path) -> str:
+    """A path relative to the working directory when it is inside it (shorter log lines)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,427 @@
+"""The whole system end to end: `python -m sundial_local` as a subprocess, driven only over HTTP with real tokens.
+
+One stack serves every scenario. The slow ones (a cron trigger over two minute boundaries, an agent
+that fails twice) start as soon as the stack is up and are checked later, so their waits overlap the
+other tests instead of adding to them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jwt
+import pytest
+import urllib3
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-local-stack-secret-with-enough-bytes"
+READY = "Sundial local stack ready on "
+TICK_SECONDS = "2"
+STARTUP_SECONDS = 90.0
+BASE = "/tenants/acme/projects/e2e/agents/reporter/scheduled-triggers"
+NEVER = "0 0 1 1 *"
+T = TypeVar("T")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.2) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def token(tenant: str = "acme", sub: str = "alice", roles: tuple[str, ...] = ("editor",), **extra: Any) -> str:
+    claims = {"sub": sub, "tenant_id": tenant, "roles": list(roles), "exp": int(time.time()) + 3600, **extra}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@dataclass
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class RecordingAgent:
+    """The agent runtime the stack calls: records every request with its arrival time; can fail on purpose."""
+
+    received: list[Received] = field(default_factory=list)
+    failures_left: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                arrived = time.time()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with agent.lock:
+                    agent.received.append(Received(body, dict(self.headers.items()), arrived))
+                    trigger = body["triggerId"]
+                    failing = agent.failures_left.get(trigger, 0) > 0
+                    if failing:
+                        agent.failures_left[trigger] -= 1
+                status, reply = (500, {"error": "on purpose"}) if failing else (200, {"conversationId": f"c-{arrived}"})
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/runs"
+
+    def runs(self, trigger_id: str) -> list[Received]:
+        with self.lock:
+            return [run for run in self.received if run.body["triggerId"] == trigger_id]
+
+
+class StackProcess:
+    """`python -m sundial_local` on free ports (PORT=0: its ready line says which) with its own state directory."""
+
+    def __init__(self, agent_url: str, state_dir: Path, port: int = 0) -> None:
+        self.url = ""
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                str(ROOT / part)
+                for part in ("layers/sundial", "functions/api", "functions/dispatch", "functions/runner", ".")
+            ),
+            "PORT": str(port),
+            "TICK_SECONDS": TICK_SECONDS,
+            "AGENT_RUN_URL": agent_url,
+            "SUNDIAL_LOCAL_JWT_SECRET": SECRET,
+            "SUNDIAL_STATE_DIR": str(state_dir),
+        }
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def launch(self) -> subprocess.Popen[str]:
+        self.lines.clear()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sundial_local"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        stream = self.process.stdout
+        assert stream is not None
+        threading.Thread(target=lambda: self.lines.extend(iter(stream.readline, "")), daemon=True).start()
+        return self.process
+
+    def start(self) -> None:
+        process = self.launch()
+        try:
+            wait_for("the ready line", lambda: READY in self.output or process.poll() is not None, STARTUP_SECONDS)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; output so far:\n{self.output}") from None
+        ready = re.search(rf"^{re.escape(READY)}(http://127\.0\.0\.1:\d+)$", self.output, re.MULTILINE)
+        assert ready is not None, self.output
+        self.url = ready.group(1)
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+
+@dataclass
+class Api:
+    url: str
+    http: urllib3.PoolManager = field(default_factory=urllib3.PoolManager)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if auth is not None:
+            sent["Authorization"] = f"Bearer {auth}"
+        response = self.http.request(
+            method,
+            f"{self.url}{path}",
+            body=json.dumps(body) if body is not None else None,
+            headers=sent,
+            timeout=30,
+            retries=False,
+        )
+        return response.status, json.loads(response.data) if response.data else None
+
+    def ok(self, method: str, path: str, body: Any = None, *, expect: int = 200, **kwargs: Any) -> Any:
+        kwargs.setdefault("auth", token())
+        status, data = self.call(method, path, body, **kwargs)
+        assert status == expect, (method, path, status, data)
+        return data
+
+    def invocations(self, trigger_id: str) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.ok("GET", f"{BASE}/{trigger_id}/invocations")["data"]
+        return data
+
+    def invocation(self, trigger_id: str, invocation_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.ok("GET", f"{BASE}/{trigger_id}/invocations/{invocation_id}")
+        return found
+
+    def finished(self, trigger_id: str, invocation_id: str, timeout: float) -> dict[str, Any]:
+        """The invocation once it is no longer pending or running."""
+
+        def final() -> dict[str, Any] | None:
+            found = self.invocation(trigger_id, invocation_id)
+            return found if found["status"] not in ("pending", "running") else None
+
+        return wait_for(f"invocation {invocation_id} to finish", final, timeout, interval=0.5)
+
+
+@dataclass
+class Background:
+    """Scenarios started when the stack comes up and checked by later tests."""
+
+    cron_created: datetime
+    flaky_invocation: str
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[RecordingAgent]:
+    recording = RecordingAgent()
+    yield recording
+    recording.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(agent: RecordingAgent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    process = StackProcess(agent.url, tmp_path_factory.mktemp("shared-stack"))
+    process.start()
+    yield process
+    code = process.stop()
+    assert code == 0, process.output
+
+
+@pytest.fixture(scope="module")
+def api(stack: StackProcess) -> Api:
+    return Api(stack.url)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(api: Api, agent: RecordingAgent) -> Background:
+    created = datetime.now(UTC)
+    api.ok("POST", BASE, {"id": "every-minute", "name": "Every minute", "cronExpression": "* * * * *"}, expect=201)
+    agent.failures_left["flaky"] = 2
+    flaky = {"id": "flaky", "name": "Flaky", "cronExpression": NEVER, "maxRetries": 2, "retryDelaySeconds": 10}
+    api.ok("POST", BASE, flaky, expect=201)
+    accepted = api.ok("POST", f"{BASE}/flaky/run", expect=202)
+    return Background(created, accepted["invocationId"])
+
+
+def test_one_time_trigger_reaches_the_agent_once_on_time(api: Api, agent: RecordingAgent, stack: StackProcess) -> None:
+    run_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    api.ok("POST", BASE, {"id": "one-shot", "name": "One shot", "runAt": iso(run_at), "payload": {"n": 1}}, expect=201)
+
+    first = wait_for("the one-time run", lambda: agent.runs("one-shot"), timeout=20)[0]
+    time.sleep(2 * float(TICK_SECONDS) + 1)  # room for a duplicate to show up
+
+    assert len(agent.runs("one-shot")) == 1
+    assert run_at.timestamp() <= first.at <= run_at.timestamp() + 2, first.at - run_at.timestamp()
+    assert first.body["scheduledFor"] == iso(run_at)
+    assert first.body["payload"] == {"n": 1}
+    assert first.headers["Authorization"].startswith("Bearer ")
+    assert first.headers["Idempotency-Key"] == f"{first.body['invocationId']}:1"
+
+    def with_last_run() -> dict[str, Any] | None:
+        found: dict[str, Any] = api.ok("GET", f"{BASE}/one-shot")
+        return found if found["lastRunStatus"] else None
+
+    finished = wait_for("the trigger to show its finished run", with_last_run, timeout=10)
+    assert finished["lastRunStatus"] == "completed"
+    assert finished["enabled"] is False
+    assert finished["nextRunAt"] is None
+    assert f"dispatched one-shot (acme) for {iso(run_at)}" in stack.output
+    assert f"run one-shot (acme) for {iso(run_at)}: attempt 1 succeeded, completed" in stack.output
+
+
+def test_run_now_then_rerun(api: Api, agent: RecordingAgent) -> None:
+    api.ok("POST", BASE, {"id": "manual", "name": "Manual", "cronExpression": NEVER}, expect=201)
+
+    accepted = api.ok("POST", f"{BASE}/manual/run", expect=202, headers={"Idempotency-Key": "press-1"})
+    repeated = api.ok("POST", f"{BASE}/manual/run", expect=202, headers={"Idempotency-Key": "press-1"})
+    assert repeated["invocationId"] == accepted["invocationId"]
+    first = accepted["invocationId"]
+    wait_for("the run-now call", lambda: [r for r in agent.runs("manual") if r.body["invocationId"] == first], 15)
+    done = api.finished("manual", first, timeout=10)
+    assert (done["status"], done["kind"]) == ("completed", "manual")
+    assert [attempt["httpStatus"] for attempt in done["attempts"]] == [200]
+
+    again = api.ok("POST", f"{BASE}/manual/invocations/{first}/rerun", expect=202)["invocationId"]
+    assert again != first
+    rerun = api.finished("manual", again, timeout=15)
+    assert (rerun["status"], rerun["kind"]) == ("completed", "rerun")
+    assert [run.body["invocationId"] for run in agent.runs("manual")] == [first, again]
+
+
+def test_cancel_stops_a_waiting_run_and_a_cancelled_run_can_be_rerun(api: Api, agent: RecordingAgent) -> None:
+    run_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
+    api.ok("POST", BASE, {"id": "cancel-me", "name": "Cancel me", "runAt": iso(run_at)}, expect=201)
+    pending = wait_for("the claimed occurrence to be recorded", lambda: api.invocations("cancel-me"), timeout=10)[0]
+    assert pending["status"] == "pending"
+
+    cancelled = api.ok("POST", f"{BASE}/cancel-me/invocations/{pending['id']}/cancel")
+    assert cancelled["status"] == "cancelled"
+    assert api.ok("POST", f"{BASE}/cancel-me/invocations/{pending['id']}/cancel")["status"] == "cancelled"
+    time.sleep(max(0.0, run_at.timestamp() + 3 - time.time()))
+    assert agent.runs("cancel-me") == []
+    assert api.invocation("cancel-me", pending["id"])["status"] == "cancelled"
+
+    rerun = api.ok("POST", f"{BASE}/cancel-me/invocations/{pending['id']}/rerun", expect=202)["invocationId"]
+    done = api.finished("cancel-me", rerun, timeout=15)
+    assert done["status"] == "completed"
+    assert [run.body["invocationId"] for run in agent.runs("cancel-me")] == [rerun]
+    status, body = api.call("POST", f"{BASE}/cancel-me/invocations/{done['id']}/cancel", auth=token())
+    assert status == 409, body
+
+
+def test_authorizer_and_tenant_checks(api: Api) -> None:
+    status, body = api.call("GET", BASE)
+    assert (status, body) == (401, {"message": "Unauthorized"})
+    forged = jwt.encode({"sub": "mallory", "tenant_id": "acme", "roles": ["admin"], "exp": time.time() + 60}, "x" * 32)
+    assert api.call("GET", BASE, auth=forged) == (401, {"message": "Unauthorized"})
+    expired = token(exp=int(time.time()) - 10)
+    assert api.call("GET", BASE, auth=expired) == (401, {"message": "Unauthorized"})
+
+    status, body = api.call("GET", BASE, auth=token(tenant="globex"))
+    assert status == 403, body
+    assert body["error"]["code"] == "forbidden"
+    viewer = token(roles=("viewer",))
+    assert api.call("GET", BASE, auth=viewer)[0] == 200
+    assert api.call("POST", BASE, {"name": "x", "cronExpression": NEVER}, auth=viewer)[0] == 403
+    status, document = api.call("GET", "/openapi.json")
+    assert status == 200
+    assert document["info"]["title"] == "Sundial"
+
+
+def test_agent_failing_twice_then_succeeding_shows_three_attempts(
+    api: Api, agent: RecordingAgent, background: Background, stack: StackProcess
+) -> None:
+    invocation_id = background.flaky_invocation
+    done = api.finished("flaky", invocation_id, timeout=70)
+    assert done["status"] == "completed", done
+    assert [(a["number"], a["outcome"], a["httpStatus"]) for a in done["attempts"]] == [
+        (1, "retryable_error", 500),
+        (2, "retryable_error", 500),
+        (3, "succeeded", 200),
+    ]
+    calls = agent.runs("flaky")
+    assert [call.headers["Idempotency-Key"] for call in calls] == [f"{invocation_id}:{n}" for n in (1, 2, 3)]
+    first_gap, second_gap = calls[1].at - calls[0].at, calls[2].at - calls[1].at
+    assert 10 <= first_gap <= 10 * 1.3 + 1.5, first_gap
+    assert 20 <= second_gap <= 20 * 1.3 + 1.5, second_gap
+    scheduled = done["scheduledFor"]
+    assert f"run flaky (acme) for {scheduled}: attempt 2 failed, retrying in" in stack.output
+    assert f"run flaky (acme) for {scheduled}: attempt 3 succeeded, completed" in stack.output
+
+
+def test_cron_trigger_fires_on_consecutive_minutes_without_doubles(
+    api: Api, agent: RecordingAgent, background: Background
+) -> None:
+    def two_consecutive_minutes() -> list[datetime] | None:
+        minutes = sorted({parse_iso(run.body["scheduledFor"]) for run in agent.runs("every-minute")})
+        pairs = [(a, b) for a, b in itertools.pairwise(minutes) if b - a == timedelta(minutes=1)]
+        return list(pairs[0]) if pairs else None
+
+    first, second = wait_for("runs on two consecutive minutes", two_consecutive_minutes, timeout=150, interval=1)
+    time.sleep(2 * float(TICK_SECONDS) + 1)  # room for a duplicate of the second one
+    api.ok("DELETE", f"{BASE}/every-minute", expect=204)
+
+    runs = agent.runs("every-minute")
+    for minute in (first, second):
+        matching = [run for run in runs if run.body["scheduledFor"] == iso(minute)]
+        assert len(matching) == 1, [run.body for run in matching]
+        if minute >= background.cron_created + timedelta(seconds=3):
+            assert minute.timestamp() <= matching[0].at <= minute.timestamp() + 2
+    assert len({run.body["invocationId"] for run in runs}) == len(runs)
+
+
+def test_a_taken_port_is_reported_clearly(agent: RecordingAgent, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        stack = StackProcess(agent.url, tmp_path, port=port)
+        code = stack.launch().wait(timeout=60)
+    time.sleep(0.1)  # the reader thread drains the last line
+    assert code == 1, stack.output
+    assert f"port {port} is already in use; set PORT=" in stack.output
+    assert READY not in stack.output
+
+
+def test_triggers_and_invocations_survive_a_restart(agent: RecordingAgent, tmp_path: Path) -> None:
+    stack = StackProcess(agent.url, tmp_path)
+    stack.start()
+    try:
+        api = Api(stack.url)
+        created = api.ok("POST", BASE, {"id": "survivor", "name": "Survivor", "cronExpression": NEVER}, expect=201)
+        invocation_id = api.ok("POST", f"{BASE}/survivor/run", expect=202)["invocationId"]
+        assert api.finished("survivor", invocation_id, timeout=15)["status"] == "completed"
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.output
+    assert "saved 1 trigger(s)" in stack.output
+
+    stack.start()
+    try:
+        api = Api(stack.url)
+        again = api.ok("GET", f"{BASE}/survivor")
+        kept = ("id", "name", "cronExpression", "createdBy", "createdAt", "nextRunAt")
+        assert {key: again[key] for key in kept} == {key: created[key] for key in kept}
+        assert api.invocation("survivor", invocation_id)["status"] == "completed"
+    finally:
+        assert stack.stop() == 0, stack.output
