@@ -252,6 +252,7 @@ def seed(store: ModelStore, count: int, shard_count: int) -> None:
                 project_id="website",
                 agent_id=f"agent-{index % 50}",
                 trigger_id=trigger_id,
+                incarnation=f"{index:08x}",
                 cron_expression="0 15 * * *",
                 cron_timezone="UTC",
                 run_at=None,

@@ -220,7 +220,9 @@ class Harness:
 
     def start_occurrence(self, row: TriggerRecord, at: datetime, version: int | None = None) -> Run:
         version = int(row.schedule_version) if version is None else version
-        claim = Claim(at, scheduled_execution_name(row.tenant_id, row.trigger_id, version, at), version)
+        claim = Claim(
+            at, scheduled_execution_name(row.tenant_id, row.trigger_id, row.incarnation, version, at), version
+        )
         request = start_request(due_row(row), claim)
         started = self.stack.sfn.start_execution(
             stateMachineArn=self.stack.settings.state_machine_arn, name=request.name, input=request.input

@@ -252,6 +252,16 @@ CASES: dict[str, Bad] = {
         {"cronExpression": "0 9 * * *", "runAt": "2026-12-01T10:00:00Z"}, "/schedule-preview"
     ),
     "preview-malformed-json": bad_json("{", "/schedule-preview"),
+    # Instants with no UTC equivalent (year 1 east of Greenwich, year 9999 west of it).
+    "invocations-from-before-year-1-utc": bad_query(
+        "query.from", {"from": "0001-01-01T00:00:00+01:00"}, f"{T1}/invocations"
+    ),
+    "preview-after-before-year-1-utc": invalid(
+        "body.after", {"cronExpression": "* * * * *", "after": "0001-01-01T00:00:00+01:00"}, "/schedule-preview"
+    ),
+    "preview-run-at-after-year-9999-utc": invalid(
+        "body.runAt", {"runAt": "9999-12-31T23:59:59-01:00"}, "/schedule-preview"
+    ),
 }
 
 

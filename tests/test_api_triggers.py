@@ -868,3 +868,12 @@ def test_openapi_document_is_served_without_credentials(api: ApiClient) -> None:
     assert response.status == 200
     assert response.body["openapi"].startswith("3.")
     assert "/tenants/{tenant_id}/projects/{project_id}/agents/{agent_id}/scheduled-triggers" in response.body["paths"]
+
+
+def test_a_preview_at_the_end_of_the_calendar_lists_what_is_left(api: ApiClient) -> None:
+    response = api.request(
+        "POST", "/schedule-preview", {"cronExpression": "* * * * *", "after": "9999-12-31T23:58:30Z", "count": 5}
+    )
+
+    assert response.status == 200, response.body
+    assert response.body["nextRuns"] == ["9999-12-31T23:59:00Z"]

@@ -9,7 +9,7 @@ import pytest
 from sundial.invocations import scheduled_execution_name
 
 from tests.conftest import START, FakeClock
-from tests.dispatch_support import counting_calls, dispatch_env, dispatcher, seed_many
+from tests.dispatch_support import counting_calls, dispatch_env, dispatcher, seed_many, stored
 
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 
@@ -36,4 +36,6 @@ def test_a_thousand_due_occurrences_cost_two_writes_and_one_start_each(clock: Fa
             for page in env.sfn.get_paginator("list_executions").paginate(stateMachineArn=env.state_machine_arn)
             for execution in page["executions"]
         }
-        assert names == {scheduled_execution_name("acme", trigger, 1, START) for trigger in trigger_ids}
+        assert names == {
+            scheduled_execution_name("acme", trigger, stored(trigger).incarnation, 1, START) for trigger in trigger_ids
+        }

@@ -154,7 +154,7 @@ def test_a_crash_while_redriving_is_redriven_again(env: DispatchEnv, operation: 
     # A dispatcher claimed every occurrence, then died before starting any.
     store = DynamoDispatchStore()
     for row in due_rows(env):
-        claim = Claim(START, scheduled_execution_name(row.tenant_id, row.trigger_id, 1, START), 1)
+        claim = Claim(START, scheduled_execution_name(row.tenant_id, row.trigger_id, row.incarnation, 1, START), 1)
         assert store.advance(row, Advance(START + timedelta(days=1), 0, claim, START - timedelta(seconds=40)))
 
     env.clock.advance(60)

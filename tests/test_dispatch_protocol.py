@@ -15,6 +15,7 @@ import pytest
 from sundial import dispatch
 from sundial.dispatch import ON_TIME_GRACE, plan
 from sundial.dispatch_store import Advance, Claim, DueRow, DynamoDispatchStore
+from sundial.errors import ValidationFailedError
 from sundial.invocations import invocation_id_for, scheduled_execution_name
 from sundial.models import TriggerPatch
 from sundial.triggers import delete_trigger, update_trigger
@@ -59,7 +60,7 @@ def test_an_occurrence_is_claimed_within_the_lookahead_and_started_once_under_it
 
     report = tick_at(env, START - timedelta(seconds=120))
 
-    name = scheduled_execution_name("acme", trigger_id, 1, START)
+    name = scheduled_execution_name("acme", trigger_id, stored(trigger_id).incarnation, 1, START)
     assert executions(env) == [
         {
             "name": name,
@@ -131,7 +132,7 @@ def test_a_live_claim_is_left_alone_and_an_expired_one_is_redriven_once(env: Dis
     env.clock.set(START - timedelta(seconds=110))
     store = DynamoDispatchStore()
     (row,) = due_rows(env)
-    name = scheduled_execution_name("acme", trigger_id, 1, START)
+    name = scheduled_execution_name("acme", trigger_id, stored(trigger_id).incarnation, 1, START)
     lease_until = START - timedelta(seconds=50)
     # A dispatcher claimed the occurrence and died before starting it.
     claim = Claim(START, name, 1)
@@ -151,7 +152,7 @@ def test_a_live_claim_is_left_alone_and_an_expired_one_is_redriven_once(env: Dis
 
 def test_an_existing_execution_counts_as_already_dispatched(env: DispatchEnv) -> None:
     trigger_id = create(env, cron_expression="0 15 * * *")
-    name = scheduled_execution_name("acme", trigger_id, 1, START)
+    name = scheduled_execution_name("acme", trigger_id, stored(trigger_id).incarnation, 1, START)
     env.sfn.start_execution(stateMachineArn=env.state_machine_arn, name=name, input=json.dumps({"other": 1}))
 
     report = tick_at(env, START - timedelta(seconds=90))
@@ -252,6 +253,7 @@ def row_for(cron: str | None, next_run_at: datetime, window: int = 3600, run_at:
         project_id="p",
         agent_id="a",
         trigger_id="t",
+        incarnation="0123abcd",
         cron_expression=cron,
         cron_timezone="UTC",
         run_at=run_at,
@@ -297,7 +299,7 @@ def test_a_redriven_claim_is_followed_by_its_next_occurrence_in_the_same_tick(en
     claimed, following = START - timedelta(minutes=10), START - timedelta(minutes=5)
     assert row.next_run_at == claimed
     # A dispatcher claimed 14:50 at 14:48 and died; its lease ran out at 14:49.
-    name = scheduled_execution_name("acme", trigger_id, 1, claimed)
+    name = scheduled_execution_name("acme", trigger_id, stored(trigger_id).incarnation, 1, claimed)
     assert DynamoDispatchStore().advance(
         row, Advance(following, 0, Claim(claimed, name, 1), START - timedelta(minutes=11))
     )
@@ -321,3 +323,47 @@ def test_a_row_that_cannot_be_planned_fails_without_leaving_a_claim(env: Dispatc
     assert executions(env) == []
     after = stored(trigger_id)
     assert (after.claim_name, after.next_run_at, after.due_at) == (None, START, "2026-11-26T15:00:00Z")
+
+
+def test_toggling_a_one_time_trigger_after_its_instant_never_claims_it_again(env: DispatchEnv) -> None:
+    trigger_id = create(env, run_at=at(START))
+    tick_at(env, START - timedelta(seconds=60))
+    assert len(executions(env)) == 1
+
+    env.clock.set(START + timedelta(seconds=20))  # its run is under way
+    update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(enabled=False))
+    update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(cron_timezone="Europe/Berlin"))
+    with pytest.raises(ValidationFailedError, match="has passed"):
+        update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(enabled=True))
+    tick_at(env, START + timedelta(seconds=30))
+
+    assert_exactly_once(env, {(trigger_id, at(START))})
+    assert stored(trigger_id).next_run_at is None
+
+
+def test_a_zone_change_does_not_reschedule_a_one_time_trigger(env: DispatchEnv) -> None:
+    trigger_id = create(env, run_at=at(START + timedelta(hours=1)))
+    version = stored(trigger_id).schedule_version
+
+    update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(cron_timezone="Asia/Tokyo"))
+
+    record = stored(trigger_id)
+    assert (record.cron_timezone, record.schedule_version) == ("Asia/Tokyo", version)
+
+
+def test_a_trigger_recreated_under_a_deleted_ones_id_still_runs_the_claimed_instant(env: DispatchEnv) -> None:
+    trigger_id = create(env, id="nightly", cron_expression="0 15 * * *")
+    tick_at(env, START - timedelta(seconds=100))
+    (first,) = executions(env)
+    env.sfn.stop_execution(executionArn=execution_arn(env, first["name"]))  # as the delete's cascade does
+    delete_trigger(env.runtime, EDITOR, PATH, trigger_id)
+
+    assert create(env, id="nightly", cron_expression="0 15 * * *") == trigger_id
+    tick_at(env, START - timedelta(seconds=90))
+
+    names = {item["name"] for item in executions(env) if item["input"]["scheduledFor"] == at(START)}
+    assert len(names) == 2, "the re-created trigger needs an execution of its own for 15:00"
+
+
+def execution_arn(env: DispatchEnv, name: str) -> str:
+    return f"{env.state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"

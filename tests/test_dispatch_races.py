@@ -120,8 +120,8 @@ def test_a_trigger_created_with_its_next_run_inside_the_lookahead_is_claimed_at_
     assert created.status == 201, created.body
     assert created.body["nextRunAt"] == SCHEDULED
     (started,) = executions(env)
-    assert started["name"] == scheduled_execution_name("acme", created.body["id"], 1, START)
     record = stored(created.body["id"])
+    assert started["name"] == scheduled_execution_name("acme", created.body["id"], record.incarnation, 1, START)
     assert (record.next_run_at, record.claim_name, record.due_at) == (None, None, None)
 
     later = dispatcher(env).tick()
@@ -140,7 +140,9 @@ def test_a_trigger_rescheduled_into_the_lookahead_is_claimed_at_once_under_its_n
 
     assert patched.status == 200, patched.body
     (started,) = executions(env)
-    assert started["name"] == scheduled_execution_name("acme", created.body["id"], 2, START)
+    assert started["name"] == scheduled_execution_name(
+        "acme", created.body["id"], stored(created.body["id"]).incarnation, 2, START
+    )
     assert started["input"]["scheduleVersion"] == 2
     assert dispatcher(env).tick().counts["dispatched"] == 0
     assert_exactly_once(env, {(created.body["id"], SCHEDULED)})

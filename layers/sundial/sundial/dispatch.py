@@ -342,7 +342,9 @@ class Dispatcher:
             else:
                 report.add("claim_conflicts")
             return
-        name = scheduled_execution_name(row.tenant_id, row.trigger_id, row.schedule_version, step.occurrence)
+        name = scheduled_execution_name(
+            row.tenant_id, row.trigger_id, row.incarnation, row.schedule_version, step.occurrence
+        )
         claim = Claim(step.occurrence, name, row.schedule_version)
         request = start_request(row, claim)
         lease_until = now + timedelta(seconds=self.runtime.settings.claim_lease_seconds)
@@ -398,6 +400,10 @@ class Dispatcher:
         return False
 
 
+# Inside an API request the claim must not use up API Gateway's 30 s; the next tick can retry instead.
+API_START_BUDGET_SECONDS = 3.0
+
+
 def claim_if_due_soon(runtime: Runtime, record: TriggerRecord) -> None:
     """Claim a just-created or re-scheduled trigger at once when its next run is inside the lookahead.
 
@@ -413,6 +419,8 @@ def claim_if_due_soon(runtime: Runtime, record: TriggerRecord) -> None:
     if record.next_run_at > now + timedelta(seconds=settings.lookahead_seconds):
         return
     try:
-        Dispatcher(runtime).claim(due_row(record), now, TickReport())
+        Dispatcher(runtime, start_backoff=replace(START_BACKOFF, budget_seconds=API_START_BUDGET_SECONDS)).claim(
+            due_row(record), now, TickReport()
+        )
     except Exception:
         logger.exception("immediate claim of trigger %s failed; the next tick claims it", record.pk)

@@ -42,6 +42,7 @@ class DueRow:
     project_id: str
     agent_id: str
     trigger_id: str
+    incarnation: str
     cron_expression: str | None
     cron_timezone: str
     run_at: datetime | None
@@ -96,6 +97,7 @@ def due_row(record: TriggerRecord) -> DueRow:
         project_id=record.project_id,
         agent_id=record.agent_id,
         trigger_id=record.trigger_id,
+        incarnation=record.incarnation,
         cron_expression=record.cron_expression,
         cron_timezone=record.cron_timezone,
         run_at=record.run_at,

@@ -39,13 +39,13 @@ def _query_instant(value: str | None, field_name: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationFailedError(
             [FieldProblem(["query", field_name], "must be an ISO-8601 instant with Z or an offset")]
-        )
-    return parsed.astimezone(UTC)
+        ) from None
 
 
 def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, query: InvocationQuery) -> InvocationPage:

@@ -35,9 +35,15 @@ def compact_instant(value: datetime) -> str:
     return value.strftime("%Y%m%dT%H%M%SZ")
 
 
-def scheduled_execution_name(tenant_id: str, trigger_id: str, schedule_version: int, at: datetime) -> str:
-    """The idempotency key of an occurrence, e.g. `s-<hash>-v3-20261126T150000Z` (≤ 80 chars)."""
-    return f"s-{_digest(tenant_id, trigger_id)}-v{schedule_version}-{compact_instant(at)}"
+def scheduled_execution_name(
+    tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, at: datetime
+) -> str:
+    """The idempotency key of an occurrence, e.g. `s-<hash>-v3-20261126T150000Z` (≤ 80 chars).
+
+    The hash covers the trigger's incarnation, so a trigger deleted and re-created under the same id
+    (schedule version 1 again) cannot collide with the executions of its predecessor.
+    """
+    return f"s-{_digest(tenant_id, trigger_id, incarnation)}-v{schedule_version}-{compact_instant(at)}"
 
 
 def invocation_id_for(idempotency_key: str, scheduled_for: datetime) -> str:

@@ -7,7 +7,7 @@ Field rules are SPEC §2's. Cross-field rules that need the stored trigger or th
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -73,7 +73,17 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Description = Annotated[str, StringConstraints(max_length=2048)]
 CronText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 ZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Instant = Annotated[AwareDatetime, BeforeValidator(_require_iso_string)]
+
+
+def _representable_in_utc(value: datetime) -> datetime:
+    """Year 1 with a positive offset (or 9999 with a negative one) has no UTC equivalent."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the supported range of instants") from None
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_require_iso_string), AfterValidator(_representable_in_utc)]
 Payload = Annotated[dict[str, Any], AfterValidator(_payload_within_limit)]
 MessageTemplate = Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS)]
 MaxRetries = Annotated[StrictInt, Field(ge=0, le=10)]

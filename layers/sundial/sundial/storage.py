@@ -83,6 +83,7 @@ DUE_INDEX_ATTRIBUTES = [
     "project_id",
     "agent_id",
     "trigger_id",
+    "incarnation",
     "cron_expression",
     "cron_timezone",
     "run_at",
@@ -120,6 +121,8 @@ class TriggerRecord(Model):
     project_id = UnicodeAttribute()
     agent_id = UnicodeAttribute()
     trigger_id = UnicodeAttribute()
+    # Random per creation: a trigger re-created under a deleted one's id never reuses its execution names.
+    incarnation = UnicodeAttribute()
     name = UnicodeAttribute()
     description = UnicodeAttribute(null=True)
     enabled = BooleanAttribute(default=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from heapq import merge
@@ -108,14 +109,16 @@ def _stored_instant(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
-def first_run(schedule: Schedule, now: datetime) -> datetime | None:
+def first_run(schedule: Schedule, now: datetime, *, new_run_at: bool) -> datetime | None:
     """`nextRunAt` of a trigger created, enabled or re-scheduled at `now`.
 
-    A cron schedule's first occurrence strictly after now; a one-time trigger's own instant even when
-    it is up to a minute past (the tolerance `runAt` is accepted with), so that it still runs.
+    A cron schedule's first occurrence strictly after now. A one-time trigger's own instant if it is
+    still ahead, or if `runAt` was just set (it may be up to a minute past, the tolerance it is
+    accepted with); a past instant that was already due is not scheduled again, so re-enabling or
+    editing a one-time trigger whose run already started can never start it a second time.
     """
     if isinstance(schedule, OneTimeSchedule):
-        return schedule.run_at
+        return schedule.run_at if new_run_at or schedule.run_at > now else None
     return schedule.next_after(now)
 
 
@@ -191,6 +194,7 @@ def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body
         project_id=path.project_id,
         agent_id=path.agent_id,
         trigger_id=trigger_id,
+        incarnation=secrets.token_hex(8),
         name=body.name,
         description=body.description,
         enabled=body.enabled,
@@ -213,7 +217,8 @@ def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body
         schedule_version=1,
         missed_runs_skipped=0,
     )
-    _due_fields(record, first_run(schedule, now) if body.enabled else None, runtime.settings.due_shard_count)
+    next_run_at = first_run(schedule, now, new_run_at=True) if body.enabled else None
+    _due_fields(record, next_run_at, runtime.settings.due_shard_count)
     try:
         record.save(condition=TriggerRecord.pk.does_not_exist())
     except PutError as error:
@@ -273,18 +278,22 @@ def update_trigger(
     run_at = _stored_instant(run_at) if run_at is not None else None
     timezone = patch.cron_timezone if patch.cron_timezone is not None else record.cron_timezone
     enabled = patch.enabled if patch.enabled is not None else record.enabled
-    schedule_changed = (cron, timezone, run_at, enabled) != (
-        record.cron_expression,
-        record.cron_timezone,
-        record.run_at,
-        record.enabled,
+    new_run_at = run_at is not None and run_at != record.run_at
+    # A one-time trigger's zone only labels its runs; it moves no occurrence.
+    zone_matters = cron is not None or record.cron_expression is not None
+    schedule_changed = (cron, run_at, enabled) != (record.cron_expression, record.run_at, record.enabled) or (
+        zone_matters and timezone != record.cron_timezone
     )
-    if schedule_changed and enabled and run_at is not None:
+    if new_run_at and enabled and run_at is not None:
         run_at = _check_run_at(run_at, now)
+    elif schedule_changed and enabled and cron is None and run_at is not None and run_at <= now:
+        raise _field_error("runAt", "has passed; set a new runAt to run this one-time trigger again")
     schedule = build_schedule(cron, timezone, run_at)
 
     expected_revision = int(record.revision)
     plain_fields = fields - set(SCHEDULE_FIELDS)
+    if not schedule_changed and timezone != record.cron_timezone:
+        plain_fields.add("cron_timezone")
     for name in plain_fields:
         setattr(record, name, getattr(patch, name))
     actions: list[Any] = [_set_or_remove(name, getattr(patch, name)) for name in sorted(plain_fields)]
@@ -300,7 +309,8 @@ def update_trigger(
         )
         record.schedule_version = int(record.schedule_version) + 1
         record.claim_for = record.claim_name = record.claim_version = None
-        _due_fields(record, first_run(schedule, now) if enabled else None, runtime.settings.due_shard_count)
+        next_run_at = first_run(schedule, now, new_run_at=new_run_at) if enabled else None
+        _due_fields(record, next_run_at, runtime.settings.due_shard_count)
         actions += [_set_or_remove(name, getattr(record, name)) for name in SCHEDULE_FIELDS]
         actions += dispatch.schedule_actions(record)
     try:
@@ -409,4 +419,8 @@ def preview_schedule(runtime: Runtime, request: SchedulePreviewRequest) -> Sched
         raise _schedule_kind_error()
     schedule = build_schedule(request.cron_expression, request.cron_timezone, request.run_at)
     after = request.after if request.after is not None else runtime.now()
-    return SchedulePreview(next_runs=schedule.next_runs(after, request.count), schedule_description=schedule.describe())
+    runs: list[datetime] = []
+    with suppress(OverflowError):  # the calendar ends at 9999-12-31: no more occurrences to show
+        for occurrence in islice(schedule.occurrences_after(after), request.count):
+            runs.append(occurrence)
+    return SchedulePreview(next_runs=runs, schedule_description=schedule.describe())
