@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -17,7 +16,7 @@ from sundial import triggers
 from sundial.auth import Principal
 from sundial.models import TriggerCreate
 
-from tests.api_support import PROJECT_BASE, WarmAws, assert_error, scan, seed_invocation, trigger_path
+from tests.api_support import PROJECT_BASE, assert_error, scan, seed_invocation, trigger_path
 from tests.conftest import BASE, EVENTS, START, ApiClient, ApiResponse, LambdaContextStub, Stack
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -263,17 +262,6 @@ CASES: dict[str, Bad] = {
         "body.runAt", {"runAt": "9999-12-31T23:59:59-01:00"}, "/schedule-preview"
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def warm_aws() -> Iterator[WarmAws]:
-    with WarmAws.start() as warm:
-        yield warm
-
-
-@pytest.fixture
-def stack(warm_aws: WarmAws) -> Stack:
-    return warm_aws.fresh_stack()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ who may change a trigger, runAsUserId rules, and tenant isolation (another tenan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,7 +17,6 @@ from sundial.settings import Settings
 from tests.api_support import (
     DAILY,
     PROJECT_BASE,
-    WarmAws,
     assert_error,
     claims,
     raw_trigger,
@@ -34,17 +32,6 @@ T1 = trigger_path("t1")
 ALICE = Principal("alice", "acme", frozenset({"editor"}))
 ROLES = ("viewer", "editor", "admin")
 SUBJECT_BY_ROLE = {"viewer": "victor", "editor": "alice", "admin": "carol"}
-
-
-@pytest.fixture(scope="module")
-def warm_aws() -> Iterator[WarmAws]:
-    with WarmAws.start() as warm:
-        yield warm
-
-
-@pytest.fixture
-def stack(warm_aws: WarmAws) -> Stack:
-    return warm_aws.fresh_stack()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +23,6 @@ from sundial.storage import due_shard_for
 from tests.api_support import (
     DAILY,
     PROJECT_BASE,
-    WarmAws,
     assert_error,
     assert_utc_timestamps,
     claims,
@@ -41,17 +40,6 @@ ALICE = Principal("alice", "acme", frozenset({"editor"}))
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 T1 = trigger_path("t1")
-
-
-@pytest.fixture(scope="module")
-def warm_aws() -> Iterator[WarmAws]:
-    with WarmAws.start() as warm:
-        yield warm
-
-
-@pytest.fixture
-def stack(warm_aws: WarmAws) -> Stack:
-    return warm_aws.fresh_stack()
 
 
 def create(api: ApiClient, trigger_id: str, base: str = BASE, **fields: Any) -> dict[str, Any]:
