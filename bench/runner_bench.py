@@ -3,7 +3,9 @@
 Runs the real statemachine/runner.asl.json in moto (handlers in-process, waits recorded, a local
 HTTP agent) for three outcomes of a scheduled occurrence — first-try success, one retry, failure
 with retries exhausted — and counts, per run, from the execution history and from the DynamoDB
-requests the handlers make. docs/cost.md turns these counts into dollars.
+requests the handlers make. An execution that ends FAILED, TIMED_OUT or ABORTED also invokes the
+watcher (through EventBridge, which moto does not emulate): its event is delivered here and its
+invocation and requests counted separately. docs/cost.md turns these counts into dollars.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
 import boto3
@@ -32,6 +34,7 @@ FIRST_RUN = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
 RUNS_PER_SCENARIO = 3
 READS = ("get_item", "query")
 WRITES = ("put_item", "update_item", "delete_item")
+WATCHED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Figures:
     agent_calls: float
     dynamodb_reads: dict[str, float]
     dynamodb_writes: dict[str, float]
+    watcher_invocations: float
+    watcher_dynamodb_reads: dict[str, float]
+    watcher_dynamodb_writes: dict[str, float]
     invocation_item_bytes: int
     trigger_item_bytes: int
 
@@ -140,9 +146,11 @@ def _environment() -> None:
 
 
 def measure(scenario: Scenario) -> Figures:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
     from sundial.runtime import Runtime
     from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
+    from sundial_local.lambdas import LocalLambdaContext
     from sundial_local.template import create_state_machine, create_tables
     from tests.conftest import (
         BASE,
@@ -154,10 +162,18 @@ def measure(scenario: Scenario) -> Figures:
         Stack,
         make_settings,
     )
-    from tests.runner_support import Reply, Run, lambda_invocations, runner_harness, state_transitions
+    from tests.runner_support import (
+        Reply,
+        Run,
+        lambda_invocations,
+        runner_harness,
+        state_transitions,
+        status_change_event,
+    )
 
     with mock_aws(config=MOTO_CONFIG), pytest.MonkeyPatch.context() as monkeypatch:
         import api_handler
+        import runner_handler
 
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         sfn = boto3.client("stepfunctions", region_name=REGION)
@@ -177,20 +193,29 @@ def measure(scenario: Scenario) -> Figures:
         }
         trigger_id = api.request("POST", BASE, body).body["id"]
         row = TriggerRecord.get(trigger_pk("acme", trigger_id))
-        requests = DynamoRequests()
+        requests, watcher_requests = DynamoRequests(), DynamoRequests()
+        watcher = cast(
+            LambdaContext,
+            LocalLambdaContext("sundial-runner-watcher", f"arn:aws:lambda:{REGION}:123456789012:function:watcher"),
+        )
         runs: list[Run] = []
         totals: Counter[str] = Counter()
-        with runner_harness(stack, monkeypatch) as harness, requests.counting():
+        with runner_harness(stack, monkeypatch) as harness:
             for number in range(RUNS_PER_SCENARIO):
                 harness.agent.then(*(Reply(status) for status in scenario.replies))
                 received_before = len(harness.agent.received)
                 at = FIRST_RUN + timedelta(hours=number)
                 clock.set(at)
-                run = harness.finish(harness.start_occurrence(row, at))
+                with requests.counting():
+                    run = harness.finish(harness.start_occurrence(row, at))
                 events = harness.events(run)
                 totals["transitions"] += state_transitions(events)
                 totals["lambdas"] += lambda_invocations(events)
                 totals["agent"] += len(harness.agent.received) - received_before
+                if run.status in WATCHED_STATUSES:
+                    with watcher_requests.counting():
+                        runner_handler.execution_ended_handler(status_change_event(run.described), watcher)
+                    totals["watcher"] += 1
                 runs.append(run)
         last = runs[-1]
         invocation_item = dynamodb.get_item(
@@ -209,6 +234,9 @@ def measure(scenario: Scenario) -> Figures:
             agent_calls=totals["agent"] / RUNS_PER_SCENARIO,
             dynamodb_reads=requests.by_table(READS, RUNS_PER_SCENARIO),
             dynamodb_writes=requests.by_table(WRITES, RUNS_PER_SCENARIO),
+            watcher_invocations=totals["watcher"] / RUNS_PER_SCENARIO,
+            watcher_dynamodb_reads=watcher_requests.by_table(READS, RUNS_PER_SCENARIO),
+            watcher_dynamodb_writes=watcher_requests.by_table(WRITES, RUNS_PER_SCENARIO),
             invocation_item_bytes=item_bytes(invocation_item),
             trigger_item_bytes=item_bytes(trigger_item),
         )
@@ -228,6 +256,11 @@ def main() -> None:
         )
     for row in figures:
         print(f"  {row.scenario}: reads {row.dynamodb_reads}; writes {row.dynamodb_writes}")
+        if row.watcher_invocations:
+            print(
+                f"    + watcher: {row.watcher_invocations:g} invocation(s);"
+                f" reads {row.watcher_dynamodb_reads}; writes {row.watcher_dynamodb_writes}"
+            )
     print(
         f"  item sizes: invocation {figures[-1].invocation_item_bytes} B (after 2 attempts),"
         f" trigger {figures[-1].trigger_item_bytes} B"

@@ -5,8 +5,9 @@ machine created from template.yaml). The runner samples in events/ refer to the 
 and its 2026-11-27 occurrence, so before the call the tables get what the event needs:
 
 * dispatch, runner-prepare: the trigger of events/api_create_trigger.json (created through the API);
-* runner-attempt, runner-finalize: that trigger and its invocation (events/runner_prepare.json run
-  through Prepare), so the attempt really calls the agent: the demo agent unless AGENT_RUN_URL is set.
+* runner-attempt, runner-finalize, runner-watcher: that trigger and its invocation
+  (events/runner_prepare.json run through Prepare), so the attempt really calls the agent: the demo
+  agent unless AGENT_RUN_URL is set.
 
 `--empty` skips that. The function's result is printed as JSON; notes go to stderr.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -25,6 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+from sundial.observability import logger
 
 from sundial_local.config import DEV_AGENT_TOKEN
 from sundial_local.demo_agent import DemoAgent
@@ -46,11 +50,12 @@ FUNCTIONS = {
     "runner-prepare": "RunnerPrepareFunction",
     "runner-attempt": "RunnerAttemptFunction",
     "runner-finalize": "RunnerFinalizeFunction",
+    "runner-watcher": "RunnerWatcherFunction",
 }
 SAMPLE_TRIGGER_EVENT = ROOT / "events" / "api_create_trigger.json"
 SAMPLE_PREPARE_EVENT = ROOT / "events" / "runner_prepare.json"
-NEEDS_TRIGGER = frozenset({"dispatch", "runner-prepare", "runner-attempt", "runner-finalize"})
-NEEDS_INVOCATION = frozenset({"runner-attempt", "runner-finalize"})
+NEEDS_TRIGGER = frozenset({"dispatch", "runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher"})
+NEEDS_INVOCATION = frozenset({"runner-attempt", "runner-finalize", "runner-watcher"})
 EXECUTION_STOP_SECONDS = 10.0
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -167,6 +172,19 @@ def invoke(function: str, event_path: Path, *, empty: bool = False) -> Any:
             raise FunctionError(error) from error
 
 
+@contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """The functions' log lines (powertools' handlers write to stdout) go to stderr: stdout is the result."""
+    handlers = [h for h in logging.getLogger(logger.name).handlers if isinstance(h, logging.StreamHandler)]
+    previous = [handler.setStream(sys.stderr) for handler in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, previous, strict=True):
+            if stream is not None:
+                handler.setStream(stream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sundial_local.invoke",
@@ -178,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     try:
-        result = invoke(args.function, args.event, empty=args.empty)
+        with logs_to_stderr():
+            result = invoke(args.function, args.event, empty=args.empty)
     except InvokeError as error:
         note(f"error: {error}")
         return 1

@@ -5,6 +5,8 @@
 * `AgentServer` is a real HTTP server on 127.0.0.1 playing the agent runtime from a script.
 * `runner_harness()` puts it together on a `Stack`: Lambda Tasks routed to runner_handler,
   the handler's runtime and agent client pointed at the stack and the server.
+* `status_change_event()` is the EventBridge event AWS sends when an execution ends (moto sends none),
+  built from DescribeExecution, for the watcher.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import json
 import threading
 import time
 import types
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
@@ -167,6 +170,40 @@ def wait_for_execution(sfn: Any, execution_arn: str, timeout: float = 60.0) -> d
         if time.monotonic() > deadline:
             raise AssertionError(f"execution {execution_arn} still running after {timeout}s")
         time.sleep(POLL_SECONDS)
+
+
+def _epoch_millis(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value is not None else None
+
+
+def status_change_event(described: dict[str, Any]) -> dict[str, Any]:
+    """The "Step Functions Execution Status Change" event of an ended execution, as EventBridge delivers it."""
+    arn = str(described["executionArn"])
+    region, account = arn.split(":")[3:5]
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": account,
+        "time": described["stopDate"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [arn],
+        "detail": {
+            "executionArn": arn,
+            "stateMachineArn": described["stateMachineArn"],
+            "name": described["name"],
+            "status": described["status"],
+            "startDate": _epoch_millis(described["startDate"]),
+            "stopDate": _epoch_millis(described["stopDate"]),
+            "input": described["input"],
+            "inputDetails": {"included": True},
+            "output": described.get("output"),
+            "outputDetails": {"included": True} if "output" in described else None,
+            "error": described.get("error"),
+            "cause": described.get("cause"),
+        },
+    }
 
 
 def history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:

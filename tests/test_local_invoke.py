@@ -35,7 +35,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
 def test_every_function_has_a_sample_event() -> None:
     samples = {path.name for path in EVENTS.glob("*.json")}
     assert {"api_create_trigger.json", "dispatch_tick.json"} <= samples
-    assert {f"runner_{step}.json" for step in ("prepare", "attempt", "finalize")} <= samples
+    assert {f"runner_{step}.json" for step in ("prepare", "attempt", "finalize", "execution_ended")} <= samples
 
 
 def test_api_creates_the_sample_trigger(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,6 +76,13 @@ def test_finalize_records_the_failure(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     assert result["outcome"] == "failed"
     assert result["failure"]["Error"] == "States.Timeout"
+
+
+def test_watcher_closes_the_stopped_sample_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """Called directly: the watcher logs a warning, which Lambda-style logging writes to stdout."""
+    result = invoke.invoke("runner-watcher", EVENTS / "runner_execution_ended.json")
+    assert result == {"invocationId": "20261127T080000Z-cf40047a9d8b76339c19", "status": "cancelled", "closed": True}
+    assert "seeded: the pending invocation of events/runner_prepare.json" in capsys.readouterr().err
 
 
 def test_a_function_error_is_reported_as_lambda_reports_it(capsys: pytest.CaptureFixture[str]) -> None:

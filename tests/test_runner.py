@@ -6,6 +6,7 @@ backoffs are recorded instead of slept, so each scenario takes milliseconds of w
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -218,6 +219,7 @@ def test_attempt_task_timeout_is_recorded_as_failed(harness: Harness, api: ApiCl
         run = harness.run_scheduled("acme", trigger["id"], AT)
 
     assert (run.status, run.described["error"]) == ("FAILED", "SundialRunnerError")
+    assert harness.waits.retry_sleeps == [], "a timed-out attempt may still be calling the agent: not retried"
     prepared = next(e for e in harness.events(run) if e["type"] == "TaskSucceeded")
     assert json.loads(prepared["taskSucceededEventDetails"]["output"])["Payload"]["attemptTimeoutSeconds"] == 180
     assert entered_states(harness.events(run))[-2:] == ["Finalize", "ExecutionBroken"]
@@ -399,6 +401,71 @@ def test_rescheduled_to_the_same_instant_runs_the_agent_once(harness: Harness, a
     assert len(harness.agent.received) == 1
 
 
+def skip_trigger_whose_claims_sort(api: ApiClient, superseded_first: bool) -> dict[str, Any]:
+    """A skip trigger whose claim of AT (v1) sorts before, or after, its claim of AT after a re-schedule (v2).
+
+    Execution names hash a random per-creation incarnation, so triggers are created until one fits.
+    """
+    for number in itertools.count():
+        trigger = create(api, id=f"hourly-{number}", overlapPolicy="skip")
+        row = TriggerRecord.get(trigger_pk("acme", trigger["id"]))
+        superseded, current = (
+            invocations.invocation_id_for(
+                invocations.scheduled_execution_name("acme", row.trigger_id, row.incarnation, version, AT), AT
+            )
+            for version in (1, 2)
+        )
+        if (superseded < current) == superseded_first:
+            return trigger
+        assert api.request("DELETE", f"{BASE}/{trigger['id']}").status == 204
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("superseded_sorts_first", [True, False])
+def test_skip_policy_rescheduled_to_the_same_instant_runs_the_agent_once(
+    harness: Harness, api: ApiClient, superseded_sorts_first: bool
+) -> None:
+    """The new claim's Attempt comes first while the superseded claim still waits: that one is no run in progress."""
+    trigger = skip_trigger_whose_claims_sort(api, superseded_sorts_first)
+    rescheduled: list[Run] = []
+
+    def reschedule_and_run_the_new_claim(_execution_arn: str) -> None:
+        if rescheduled:
+            return
+        assert api.request("PATCH", f"{BASE}/{trigger['id']}", {"cronExpression": "0 */4 * * *"}).status == 200
+        rescheduled.append(harness.start_scheduled("acme", trigger["id"], AT))
+        harness.finish(rescheduled[0])
+
+    harness.waits.hooks["WaitUntilScheduled"] = reschedule_and_run_the_new_claim
+    old = harness.run_scheduled("acme", trigger["id"], AT, version=1)
+    [new] = rescheduled
+
+    assert (old.invocation().schedule_version, new.invocation().schedule_version) == (1, 2)
+    assert (new.invocation_id > old.invocation_id) == superseded_sorts_first
+    assert new.invocation().status == "completed"
+    assert (old.invocation().status, old.invocation().error) == ("cancelled", "superseded")
+    assert len(harness.agent.received) == 1
+    shown = trigger_of(api, trigger["id"])
+    assert (shown["enabled"], shown["lastRunStatus"]) == (True, "completed")
+
+
+def test_a_running_run_of_an_older_schedule_version_still_blocks_a_skip_trigger(
+    harness: Harness, api: ApiClient
+) -> None:
+    """Edits do not stop a run in progress, so the new schedule's first occurrence is skipped while it runs."""
+    trigger = create(api, cronExpression="0 * * * *", overlapPolicy="skip")
+    harness.agent.then(Reply(200, {"conversationId": "slow"}, delay=30))
+    harness.stack.clock.set(AT)
+    first = harness.start_scheduled("acme", trigger["id"], AT)
+    wait_until(lambda: len(harness.agent.received) == 1)
+    assert api.request("PATCH", f"{BASE}/{trigger['id']}", {"cronExpression": "30 * * * *"}).status == 200
+
+    second = harness.run_scheduled("acme", trigger["id"], AT + timedelta(minutes=30))
+    assert (second.invocation().status, len(harness.agent.received)) == ("skipped", 1)
+    harness.agent.release.set()
+    assert harness.finish(first).invocation().status == "completed"
+
+
 @pytest.mark.parametrize(("reply", "status"), [(Reply(200), "completed"), (Reply(404), "failed")])
 def test_one_time_trigger_is_disabled_after_its_run(
     harness: Harness, api: ApiClient, reply: Reply, status: str
@@ -438,6 +505,76 @@ def test_run_now_of_a_one_time_trigger_leaves_its_occurrence_scheduled(harness: 
 
     shown = trigger_of(api, trigger["id"])
     assert (shown["enabled"], shown["nextRunAt"], shown["lastRunStatus"]) == (True, AT_TEXT, "completed")
+
+
+def cancel_while_waiting(harness: Harness, api: ApiClient, trigger_id: str) -> None:
+    def cancel(_execution_arn: str) -> None:
+        [record] = invocations.open_invocations("acme", trigger_id)
+        cancelled = api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/cancel")
+        assert cancelled.status == 200, cancelled.body
+
+    harness.waits.hooks["WaitUntilScheduled"] = cancel
+
+
+def test_cancelling_a_one_time_run_uses_up_its_occurrence(harness: Harness, api: ApiClient) -> None:
+    trigger = create(api, cronExpression=None, runAt=AT_TEXT)
+    cancel_while_waiting(harness, api, trigger["id"])
+    harness.stack.clock.set(AT - timedelta(seconds=30))
+    run = harness.finish(harness.start_scheduled("acme", trigger["id"], AT))
+
+    assert run.status == "ABORTED"
+    assert (run.invocation().status, run.invocation().error) == ("cancelled", "cancelled by request")
+    assert harness.agent.received == []
+    shown = trigger_of(api, trigger["id"])
+    assert (shown["enabled"], shown["nextRunAt"], shown["upcomingRuns"]) == (False, None, [])
+    assert shown["lastRunStatus"] is None, "a cancellation is not a run"
+    assert shown["updatedAt"] == "2026-11-26T15:59:30Z"
+    row = TriggerRecord.get(trigger_pk("acme", trigger["id"]))
+    assert (row.schedule_version, row.revision, row.due_shard, row.due_at) == (2, 2, None, None)
+
+
+def test_cancelling_a_cron_run_leaves_the_trigger_scheduled(harness: Harness, api: ApiClient) -> None:
+    trigger = create(api)
+    cancel_while_waiting(harness, api, trigger["id"])
+    run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert run.invocation().status == "cancelled"
+    shown = trigger_of(api, trigger["id"])
+    assert (shown["enabled"], shown["nextRunAt"]) == (True, AT_TEXT)
+    assert TriggerRecord.get(trigger_pk("acme", trigger["id"])).revision == 1
+
+
+def test_a_superseded_one_time_occurrence_leaves_the_re_scheduled_trigger_enabled(
+    harness: Harness, api: ApiClient
+) -> None:
+    trigger = create(api, cronExpression=None, runAt=AT_TEXT)
+    new_time = "2026-11-27T09:00:00Z"
+
+    def move(_execution_arn: str) -> None:
+        assert api.request("PATCH", f"{BASE}/{trigger['id']}", {"runAt": new_time}).status == 200
+
+    harness.waits.hooks["WaitUntilScheduled"] = move
+    run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert (run.invocation().status, run.invocation().error) == ("cancelled", "superseded")
+    shown = trigger_of(api, trigger["id"])
+    assert (shown["enabled"], shown["nextRunAt"]) == (True, new_time)
+
+
+def test_cascading_cancels_do_not_use_up_a_one_time_occurrence(harness: Harness, api: ApiClient) -> None:
+    """A delete cancels the trigger's runs and then deletes the trigger: there is nothing to disable."""
+    trigger = create(api, cronExpression=None, runAt=AT_TEXT)
+    cancelled: list[int] = []
+
+    def cascade(_execution_arn: str) -> None:
+        cancelled.append(invocations.cancel_all_open(harness.stack.runtime, "acme", trigger["id"], "trigger deleted"))
+
+    harness.waits.hooks["WaitUntilScheduled"] = cascade
+    run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert (cancelled, run.status, run.invocation().status) == ([1], "ABORTED", "cancelled")
+    row = TriggerRecord.get(trigger_pk("acme", trigger["id"]))
+    assert (row.enabled, row.schedule_version, row.revision) == (True, 1, 1)
 
 
 def test_transient_lambda_error_is_retried_without_spending_a_retry(harness: Harness, api: ApiClient) -> None:
@@ -484,6 +621,34 @@ def test_lost_lambda_response_replays_the_recorded_attempt(harness: Harness, api
     assert [r.body["attemptNumber"] for r in harness.agent.received] == [1, 2]
 
 
+@pytest.mark.parametrize("step", ["prepare", "attempt"])
+def test_a_step_error_is_retried_before_the_run_is_given_up(
+    harness: Harness, api: ApiClient, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A throttled Secrets Manager or DynamoDB call raised by a step is retried by the state machine."""
+    trigger = create(api, maxRetries=0)
+    real = getattr(runner, step)
+    calls: list[str] = []
+
+    def fails_once(*args: Any) -> runner.RunState:
+        calls.append(step)
+        if len(calls) == 1:
+            raise RuntimeError("Rate exceeded")
+        state: runner.RunState = real(*args)
+        return state
+
+    monkeypatch.setattr(runner, step, fails_once)
+    run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert run.status == "SUCCEEDED", run.described
+    assert (run.invocation().status, outcomes(run)) == ("completed", ["succeeded"])
+    assert len(calls) == 2
+    assert len(harness.agent.received) == 1
+    [sleep] = harness.waits.retry_sleeps
+    assert 0 <= sleep <= 2
+    assert "Finalize" not in entered_states(harness.events(run))
+
+
 def test_a_broken_step_is_recorded_as_failed(harness: Harness, api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     trigger = create(api)
 
@@ -494,6 +659,7 @@ def test_a_broken_step_is_recorded_as_failed(harness: Harness, api: ApiClient, m
     run = harness.run_scheduled("acme", trigger["id"], AT)
 
     assert run.status == "FAILED"
+    assert len(harness.waits.retry_sleeps) == 2, "retried twice before giving up"
     assert (run.described["error"], json.loads(run.described["cause"])["errorMessage"]) == (
         "SundialRunnerError",
         "DynamoDB is unreachable",
@@ -593,6 +759,11 @@ def test_the_state_machine_retries_transient_lambda_errors_and_catches_everythin
         assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= set(transient["ErrorEquals"]), name
         assert (transient["JitterStrategy"], transient["BackoffRate"] > 1) == ("FULL", True), name
         assert [catcher["ErrorEquals"] for catcher in task["Catch"]] == [["States.ALL"]], name
+    for name in ("Prepare", "Attempt"):
+        _transient, step_error = tasks[name]["Retry"]
+        assert step_error["ErrorEquals"] == ["States.TaskFailed"], name
+        assert (step_error["MaxAttempts"], step_error["JitterStrategy"]) == (2, "FULL"), name
+    assert tasks["Finalize"]["Retry"][-1]["ErrorEquals"] == ["States.ALL"]
     assert tasks["Attempt"]["TimeoutSecondsPath"] == "$.attemptTimeoutSeconds"
     assert asl["States"]["Backoff"]["SecondsPath"] == "$.retryDelaySeconds"
     assert asl["States"]["WaitUntilScheduled"]["TimestampPath"] == "$.scheduledFor"

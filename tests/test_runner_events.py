@@ -81,3 +81,16 @@ def test_finalize_event_records_the_failure(agent: AgentServer) -> None:
     record = invocation()
     assert (record.status, record.error) == ("failed", "States.Timeout: Task timed out after 840 seconds")
     assert agent.received == []
+
+
+def test_execution_ended_event_closes_the_stopped_run(agent: AgentServer) -> None:
+    runner_handler.prepare_handler(event("runner_prepare.json"), context("sundial-runner-prepare"))
+    sample = event("runner_execution_ended.json")
+    result = runner_handler.execution_ended_handler(sample, context("sundial-runner-watcher"))
+
+    prepared = event("runner_prepare.json")
+    assert result == {"invocationId": prepared["input"]["invocationId"], "status": "cancelled", "closed": True}
+    record = invocation()
+    assert (record.status, record.error) == ("cancelled", "execution stopped")
+    assert record.execution_arn == sample["detail"]["executionArn"] == prepared["executionArn"]
+    assert agent.received == []

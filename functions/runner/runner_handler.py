@@ -1,8 +1,12 @@
-"""Runner Lambdas: the Prepare, Attempt and Finalize Tasks of statemachine/runner.asl.json.
+"""Runner Lambdas: the Prepare, Attempt and Finalize Tasks of statemachine/runner.asl.json, and the watcher.
 
-Each parses the state it is given, runs one step of `sundial.runner` and returns the whole next
-state (the Task's OutputPath is `$.Payload`). An exception here fails the Task, and the state
-machine's Catch sends the run to Finalize, which records it as failed.
+Each Task handler parses the state it is given, runs one step of `sundial.runner` and returns the
+whole next state (the Task's OutputPath is `$.Payload`). An exception here fails the Task: the state
+machine retries it, then its Catch sends the run to Finalize, which records it as failed.
+
+The watcher is not part of the state machine: an EventBridge rule sends it the status change of
+every runner execution that ended FAILED, TIMED_OUT or ABORTED, and it closes an invocation that
+the execution left open.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial import runner
 from sundial.agent_client import AgentClient, agent_client_for
@@ -28,6 +34,12 @@ METRIC_BY_OUTCOME = {
 }
 
 
+class ExecutionStatusChange(EventBridgeModel):
+    """The EventBridge event Step Functions sends when an execution's status changes."""
+
+    detail: runner.EndedExecution
+
+
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     return Runtime(get_settings())
@@ -39,8 +51,8 @@ def agent() -> AgentClient:
     return agent_client_for(runtime())
 
 
-def _count(name: str) -> None:
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+def _count(name: str, value: int = 1) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 @entry_point(correlation_id_path="input.invocationId")
@@ -62,3 +74,12 @@ def finalize_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str
     state = runner.finalize(runtime(), runner.RunState.model_validate(event))
     _count("RunsBroken")
     return state.to_event()
+
+
+@entry_point(correlation_id_path="powertools_json(detail.input).invocationId")
+def execution_ended_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
+    ended = parse(event=event, model=ExecutionStatusChange).detail
+    closed = runner.close_ended_execution(runtime(), ended)
+    # Every delivery reports, zero included, so an alarm on runs left open sees a steady series.
+    _count("RunsClosedByWatcher", int(closed.closed))
+    return closed.to_event()

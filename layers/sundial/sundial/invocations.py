@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from sundial.errors import ConflictError, NotFoundError
 from sundial.models import Attempt, Invocation, InvocationKind, InvocationStatus
 from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +135,12 @@ def finish(
     now: datetime,
     error: str | None = None,
     also: Sequence[Any] = (),
+    only_from: Collection[str] = UNFINISHED,
 ) -> bool:
     """Move an unfinished invocation to a final status (with the update actions `also`, in the same write).
 
-    False when it was already final: a cancellation is never overwritten.
+    False when it was already final: a cancellation is never overwritten. `only_from` narrows the
+    statuses it may leave (e.g. only `pending`, for a run that must not be stopped once running).
     """
     actions: list[Any] = [
         *also,
@@ -149,7 +151,7 @@ def finish(
     if error is not None:
         actions.append(InvocationRecord.error.set(error))
     try:
-        record.update(actions=actions, condition=InvocationRecord.status.is_in(*UNFINISHED))
+        record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from))
     except UpdateError as failure:
         if failure.cause_response_code == "ConditionalCheckFailedException":
             return False
@@ -167,8 +169,41 @@ def stop_execution(runtime: Runtime, record: InvocationRecord, cause: str) -> No
         logger.info("execution %s does not exist (not started yet)", record.execution_arn)
 
 
-def cancel(runtime: Runtime, record: InvocationRecord, reason: str) -> InvocationRecord:
-    """pending/running → cancelled and stop its execution; cancelled stays cancelled; finished → 409."""
+def use_up_one_time_trigger(runtime: Runtime, trigger: TriggerRecord, schedule_version: int | None) -> bool:
+    """A one-time trigger's occurrence has ended: enabled=false and out of the due index (SPEC §4).
+
+    One conditional write, which leaves alone a cron trigger and a trigger re-scheduled since the
+    claim (every change of runAt or enabled bumps schedule_version). True when it disabled the trigger.
+    """
+    try:
+        trigger.update(
+            actions=[
+                TriggerRecord.enabled.set(False),
+                TriggerRecord.schedule_version.add(1),
+                TriggerRecord.revision.add(1),
+                TriggerRecord.updated_at.set(runtime.now()),
+                TriggerRecord.next_run_at.remove(),
+                TriggerRecord.due_shard.remove(),
+                TriggerRecord.due_at.remove(),
+            ],
+            condition=(TriggerRecord.schedule_version == schedule_version) & TriggerRecord.run_at.exists(),
+        )
+    except UpdateError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        logger.info(
+            "trigger %s is not a one-time trigger at schedule version %s; left as it is", trigger.pk, schedule_version
+        )
+        return False
+    return True
+
+
+def cancel(runtime: Runtime, record: InvocationRecord, reason: str, *, use_up: bool = True) -> InvocationRecord:
+    """pending/running → cancelled and stop its execution; cancelled stays cancelled; finished → 409.
+
+    A cancelled scheduled occurrence of a one-time trigger is used up like one that ran, unless
+    `use_up` is False (a cascade that deletes the trigger next).
+    """
     if record.status == "cancelled":
         return record
     if record.status in FINISHED or not finish(record, "cancelled", runtime.now(), reason):
@@ -176,6 +211,8 @@ def cancel(runtime: Runtime, record: InvocationRecord, reason: str) -> Invocatio
         if record.status == "cancelled":
             return record
         raise ConflictError(f"Invocation '{record.invocation_id}' is already {record.status}")
+    if use_up and record.kind == "scheduled" and record.schedule_version is not None:
+        use_up_one_time_trigger(runtime, TriggerRecord(record.trigger_key), int(record.schedule_version))
     stop_execution(runtime, record, reason)
     return record
 
@@ -194,11 +231,11 @@ def open_invocations(tenant_id: str, trigger_id: str) -> list[InvocationRecord]:
 
 
 def cancel_all_open(runtime: Runtime, tenant_id: str, trigger_id: str, reason: str) -> int:
-    """Cancel every unfinished invocation of a trigger; returns how many were cancelled."""
+    """Cancel every unfinished invocation of a trigger that is about to be deleted; returns how many."""
     cancelled = 0
     for record in open_invocations(tenant_id, trigger_id):
         try:
-            cancel(runtime, record, reason)
+            cancel(runtime, record, reason, use_up=False)
         except ConflictError:
             continue
         cancelled += 1

@@ -10,6 +10,9 @@ may invoke a Task again after a transient Lambda error:
   spends one of the trigger's retries. Before calling the agent it notices a cancellation and,
   before the first call, a superseded claim and the overlap policy.
 * `finalize` records a run whose step broke (timeout, unhandled error) as failed.
+* `close_ended_execution` (the watcher, outside the state machine) closes the invocation of an
+  execution that ended without any of these steps recording it: stopped, timed out, or broken
+  beyond Finalize.
 
 `completed`/`failed` never overwrite `cancelled`: every final write conditions on an unfinished status.
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Json
 from pydantic.alias_generators import to_camel
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
@@ -42,6 +45,8 @@ RETRY_JITTER = 0.3
 TASK_TIMEOUT_MARGIN_SECONDS = 60
 DEFAULT_TIMEOUT_SECONDS = 780
 SUPERSEDED = "superseded"
+EXECUTION_STOPPED = "execution stopped"
+EXECUTION_TIMED_OUT = "the execution timed out"
 MAX_ERROR_CHARS = 1000
 
 Outcome = Literal["pending", "retry", "completed", "failed", "cancelled", "skipped"]
@@ -83,6 +88,27 @@ class RunState(ExecutionInput):
     outcome: Outcome = "pending"
     retry_delay_seconds: int | None = None
     failure: dict[str, Any] | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class EndedExecution(StateModel):
+    """The `detail` of the "Step Functions Execution Status Change" event of a runner execution that ended badly."""
+
+    execution_arn: str
+    status: Literal["FAILED", "TIMED_OUT", "ABORTED"]
+    input: Json[ExecutionInput]
+    error: str | None = None
+    cause: str | None = None
+
+
+class ClosedInvocation(StateModel):
+    """What the watcher found: the invocation's status afterwards, and whether it was the one to close it."""
+
+    invocation_id: str
+    status: InvocationStatus
+    closed: bool
 
     def to_event(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -171,30 +197,44 @@ def _stopped(state: RunState, status: str) -> RunState:
     return state.model_copy(update={"outcome": outcome, "retry_delay_seconds": None})
 
 
-def _superseded(state: RunState, trigger: TriggerRecord) -> bool:
+def _superseded(kind: str, schedule_version: int | None, trigger: TriggerRecord) -> bool:
     """A scheduled occurrence whose trigger was disabled or re-scheduled after the claim stands down."""
-    return state.kind == "scheduled" and (
-        not trigger.enabled or int(trigger.schedule_version) != state.schedule_version
-    )
+    return kind == "scheduled" and (not trigger.enabled or int(trigger.schedule_version) != schedule_version)
 
 
-def _overlaps(record: InvocationRecord) -> bool:
-    """Whether another invocation of the trigger is unfinished and started before this one.
+def _stand_down_superseded(runtime: Runtime, other: InvocationRecord) -> bool:
+    """Cancel a superseded claim that has not started, as its own Attempt would; True once it is out of the way.
 
-    The sparse `open` index holds only unfinished invocations, keyed by time-ordered ids: an
-    earlier id has reached its scheduled time already; a later one counts only once running
-    (a claimed occurrence still waiting for its time does not block this one).
+    Only from `pending`: a run already in progress is not stopped by an edit, so it still overlaps.
     """
-    for other in InvocationRecord.open.query(record.trigger_key):
-        if other.invocation_id == record.invocation_id:
+    if invocations.finish(other, "cancelled", runtime.now(), SUPERSEDED, only_from=("pending",)):
+        return True
+    other.refresh(consistent_read=True)
+    return other.status not in invocations.UNFINISHED
+
+
+def _overlaps(runtime: Runtime, record: InvocationRecord, trigger: TriggerRecord) -> bool:
+    """Whether another invocation of the trigger is in progress, or due before this one and not yet started.
+
+    The sparse `open` index holds only unfinished invocations, keyed by time-ordered ids. A running
+    one overlaps. A pending one with a later id is a claimed occurrence still waiting for its time and
+    does not; one with an earlier id does, unless it is a claim superseded by a re-schedule (an older
+    schedule version): that one is stood down here rather than left to its own Attempt, which may come
+    after this one when both claims are for the same instant.
+    """
+    for item in InvocationRecord.open.query(record.trigger_key):
+        if item.invocation_id == record.invocation_id:
             continue
-        if other.invocation_id < record.invocation_id:
-            return True
         try:
-            later = InvocationRecord.get(record.trigger_key, other.invocation_id, consistent_read=True)
+            other = InvocationRecord.get(record.trigger_key, item.invocation_id, consistent_read=True)
         except DoesNotExist:
             continue
-        if later.status == "running":
+        if other.status == "running":
+            return True
+        if other.status != "pending" or other.invocation_id > record.invocation_id:
+            continue
+        schedule_version = int(other.schedule_version) if other.schedule_version is not None else None
+        if not (_superseded(other.kind, schedule_version, trigger) and _stand_down_superseded(runtime, other)):
             return True
     return False
 
@@ -292,12 +332,17 @@ def _recorded(record: InvocationRecord, number: int) -> dict[str, Any]:
     return entry
 
 
+def _use_up(runtime: Runtime, state: ExecutionInput, trigger: TriggerRecord) -> None:
+    """A one-time trigger's scheduled occurrence has ended (a run-now does not use it up)."""
+    if state.kind == "scheduled" and trigger.run_at is not None and trigger.cron_expression is None:
+        invocations.use_up_one_time_trigger(runtime, trigger, state.schedule_version)
+
+
 def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, trigger: TriggerRecord | None) -> None:
     """After a run ends: the trigger's lastRun* fields, and a one-time trigger's occurrence is used up."""
     if trigger is None:
         return
-    if state.kind == "scheduled" and trigger.run_at is not None and trigger.cron_expression is None:
-        _disable_one_time(runtime, trigger, state.schedule_version)
+    _use_up(runtime, state, trigger)
     at = record.scheduled_for
     try:
         trigger.update(
@@ -313,28 +358,6 @@ def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, 
         if error.cause_response_code != "ConditionalCheckFailedException":
             raise
         logger.info("lastRun of %s not updated: deleted, or a later run finished first", trigger.pk)
-
-
-def _disable_one_time(runtime: Runtime, trigger: TriggerRecord, schedule_version: int | None) -> None:
-    """enabled=false and out of the due index, unless the trigger was re-scheduled meanwhile."""
-    try:
-        trigger.update(
-            actions=[
-                TriggerRecord.enabled.set(False),
-                TriggerRecord.schedule_version.add(1),
-                TriggerRecord.revision.add(1),
-                TriggerRecord.updated_at.set(runtime.now()),
-                TriggerRecord.next_run_at.remove(),
-                TriggerRecord.due_shard.remove(),
-                TriggerRecord.due_at.remove(),
-            ],
-            # Every change of runAt or enabled bumps schedule_version, so an unchanged one means untouched.
-            condition=(TriggerRecord.schedule_version == schedule_version) & TriggerRecord.run_at.exists(),
-        )
-    except UpdateError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        logger.info("one-time trigger %s was changed after its claim; left as it is", trigger.pk)
 
 
 def _finish_without_agent(
@@ -356,9 +379,9 @@ def _finish_without_agent(
 
 def _stand_down(runtime: Runtime, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
     """Before the first call: a superseded claim or an overlap ends the run here; else it becomes running."""
-    if _superseded(state, trigger):
+    if _superseded(state.kind, state.schedule_version, trigger):
         return _finish_without_agent(runtime, state, record, trigger, "cancelled", SUPERSEDED)
-    if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(record):
+    if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(runtime, record, trigger):
         return _finish_without_agent(
             runtime, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
         )
@@ -441,3 +464,46 @@ def finalize(runtime: Runtime, state: RunState) -> RunState:
         record.refresh(consistent_read=True)
         conclude(runtime, state, record, trigger)
     return state.model_copy(update={"outcome": "failed"})
+
+
+def _ending(ended: EndedExecution) -> tuple[InvocationStatus, str]:
+    """The final status and error an execution's ending gives its invocation."""
+    if ended.status == "ABORTED":
+        return "cancelled", EXECUTION_STOPPED
+    timed_out = ended.status == "TIMED_OUT"
+    name = ended.error or ("States.Timeout" if timed_out else "States.Runtime")
+    cause = ended.cause if ended.cause is not None else (EXECUTION_TIMED_OUT if timed_out else "")
+    return "failed", _failure_text({"Error": name, "Cause": cause})
+
+
+def close_ended_execution(runtime: Runtime, ended: EndedExecution) -> ClosedInvocation:
+    """Close the invocation of an execution that ended outside the state machine's own paths.
+
+    Stopped (console, StopExecution) → cancelled; failed or timed out with the invocation still
+    open (Finalize broke too, or never ran) → failed, with lastRun* like any failure. Either way
+    a one-time trigger's scheduled occurrence is used up. An invocation that is already final (the
+    usual case: the run recorded its own end, or a cancel stopped it) is left as it is. A missing
+    one is created first, so a Prepare still in flight cannot bring it back as pending.
+    """
+    run = ended.input
+    record = find_invocation(run)
+    if record is not None and record.status not in invocations.UNFINISHED:
+        return ClosedInvocation(invocation_id=run.invocation_id, status=record.status, closed=False)
+    trigger = find_trigger(run.tenant_id, run.trigger_id)
+    record = record or _ensure_invocation(runtime, run, trigger, ended.execution_arn)
+    status, error = _ending(ended)
+    closed = invocations.finish(record, status, runtime.now(), error)
+    record.refresh(consistent_read=True)
+    if closed:
+        logger.warning(
+            "execution %s ended %s; invocation %s closed as %s",
+            ended.execution_arn,
+            ended.status,
+            run.invocation_id,
+            status,
+        )
+        if status == "failed":
+            conclude(runtime, run, record, trigger)
+        elif trigger is not None:
+            _use_up(runtime, run, trigger)
+    return ClosedInvocation(invocation_id=run.invocation_id, status=record.status, closed=closed)
