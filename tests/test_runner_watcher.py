@@ -17,7 +17,6 @@ import botocore.client
 import pytest
 import runner_handler
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from samtranslator.translator.transform import transform
 from sundial import runner
 from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
@@ -25,7 +24,7 @@ from sundial_local.lambdas import LocalLambdaContext
 from sundial_local.template import resource
 from tests.conftest import BASE, EVENTS, ApiClient, Stack
 from tests.runner_support import Harness, Reply, Run, runner_harness, status_change_event
-from tests.test_template import PARAMETERS, ManagedPolicyLoaderStub, _granted, packaged_template
+from tests.template_support import granted, transform_template
 
 AT = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
 AT_TEXT = "2026-11-26T16:00:00Z"
@@ -279,7 +278,6 @@ def test_the_watcher_is_granted_exactly_what_it_uses(
     assert sample_invocation().status == "failed"
     assert trigger_of(ApiClient(), "weekday-report")["lastRunStatus"] == "failed"
 
-    transformed = transform(packaged_template(), dict(PARAMETERS), ManagedPolicyLoaderStub())
-    granted = _granted(transformed, "RunnerWatcherFunctionRole")
-    assert used - granted == set(), "the watcher calls AWS without permission"
-    assert granted - used == set(), "the watcher is granted more than it uses"
+    granted_actions = granted(transform_template(), "RunnerWatcherFunctionRole")
+    assert used - granted_actions == set(), "the watcher calls AWS without permission"
+    assert granted_actions - used == set(), "the watcher is granted more than it uses"

@@ -7,8 +7,6 @@ import ast
 import copy
 import re
 import tomllib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import api_handler
@@ -17,27 +15,25 @@ import pytest
 from cfnlint.api import lint_file
 from pynamodb.indexes import Index
 from pynamodb.models import Model
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
 from sundial.settings import Settings
 from sundial.storage import DUE_INDEX_ATTRIBUTES, InvocationRecord, TriggerRecord
 
 from sundial_local.template import load_template, resource
 from tests.api_support import DAILY, WarmAws
 from tests.conftest import BASE, START, ApiClient
+from tests.template_support import (
+    ROOT,
+    TEMPLATE_PATH,
+    as_list,
+    granted,
+    packaged_template,
+    statements,
+    transform_template,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_PATH = ROOT / "template.yaml"
 PYTHON = "python3.11"
-PARAMETERS = {
-    "JwtIssuer": "https://auth.example.com/",
-    "JwtAudience": "sundial",
-    "AgentRunUrl": "https://agents.example.com/run",
-    "AgentRunTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:agent-token",
-}
-LOCAL_ARTIFACT_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
 # What SAM attaches to every function role: CloudWatch Logs, and X-Ray for `Tracing: Active` (X-Ray has
 # no resource-level permissions, so that AWS managed policy is `Resource: *` by necessity).
 SAM_MANAGED_POLICIES = {
@@ -46,30 +42,9 @@ SAM_MANAGED_POLICIES = {
 }
 
 
-class ManagedPolicyLoaderStub:
-    """The translator asks IAM for AWS managed policy ARNs only for policies named by bare name;
-    offline there is no IAM, and this template names none, so the map is empty."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-def packaged_template() -> dict[str, Any]:
-    """template.yaml as `sam package` leaves it: local artifact paths (which must exist) become S3 URIs."""
-    template: dict[str, Any] = yaml_parse(TEMPLATE_PATH.read_text())
-    for logical_id, definition in template["Resources"].items():
-        properties = definition.get("Properties", {})
-        for name in LOCAL_ARTIFACT_PROPERTIES:
-            if isinstance(properties.get(name), str):
-                assert (ROOT / properties[name]).exists(), f"{logical_id}.{name} {properties[name]} is missing"
-                properties[name] = f"s3://sundial-artifacts/{properties[name]}"
-    return template
-
-
 @pytest.fixture(scope="module")
 def transformed() -> dict[str, Any]:
-    result: dict[str, Any] = transform(packaged_template(), dict(PARAMETERS), ManagedPolicyLoaderStub())
-    return result
+    return transform_template()
 
 
 def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -253,15 +228,6 @@ def test_every_environment_variable_is_a_setting() -> None:
 # --- IAM -----------------------------------------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _statements(role: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for policy in role["Properties"].get("Policies", []):
-        yield from policy["PolicyDocument"]["Statement"]
-
-
 def _wildcard_is_scoped(resource_value: Any, resources: set[str]) -> bool:
     """A `*` is allowed only as a suffix after the name of one of this template's resources, e.g. the
     executions of our state machine (`...:execution:${Name}:*`), whose names are not known in advance."""
@@ -286,40 +252,15 @@ def test_no_role_grants_wildcards(transformed: dict[str, Any]) -> None:
     assert roles
     for name, role in roles.items():
         assert set(role["Properties"].get("ManagedPolicyArns", [])) <= SAM_MANAGED_POLICIES, name
-        for statement in _statements(role):
+        for statement in statements(role):
             assert statement["Effect"] == "Allow", (name, statement)
             assert "NotAction" not in statement
             assert "NotResource" not in statement
-            for action in _as_list(statement["Action"]):
+            for action in as_list(statement["Action"]):
                 assert "*" not in action, (name, action)
-            for resource_value in _as_list(statement["Resource"]):
+            for resource_value in as_list(statement["Resource"]):
                 assert resource_value != "*", (name, statement)
                 assert _wildcard_is_scoped(resource_value, logical_ids), (name, resource_value)
-
-
-def _granted_resource(value: Any) -> str:
-    """A policy resource as `Logical`, `Logical/index/name` or `Logical:execution`."""
-    if "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
-        return str(value["Fn::GetAtt"][0])
-    if "Ref" in value:
-        return str(value["Ref"])
-    sub = value.get("Fn::Sub")
-    if isinstance(sub, str):
-        match = re.fullmatch(r"\$\{(\w+)\.Arn\}(/index/\w+)", sub)
-        if match:
-            return match.group(1) + match.group(2)
-    elif isinstance(sub, list) and sub[0].endswith(":execution:${Name}:*"):
-        return f"{sub[1]['Name']['Fn::GetAtt'][0]}:execution"
-    raise AssertionError(f"unrecognised policy resource {value}")
-
-
-def _granted(transformed: dict[str, Any], role: str) -> set[tuple[str, str]]:
-    return {
-        (action, _granted_resource(resource_value))
-        for statement in _statements(transformed["Resources"][role])
-        for action in _as_list(statement["Action"])
-        for resource_value in _as_list(statement["Resource"])
-    }
 
 
 def _exercise_every_route(api: ApiClient) -> None:
@@ -385,9 +326,9 @@ def test_api_function_is_granted_exactly_what_its_code_uses(
         stack.clock.set(START)
         _exercise_every_route(ApiClient())
 
-    granted = _granted(transformed, "ApiFunctionRole")
-    assert calls - granted == set(), "the API calls AWS without permission"
-    assert granted - calls == set(), "the API function is granted more than it uses"
+    allowed = granted(transformed, "ApiFunctionRole")
+    assert calls - allowed == set(), "the API calls AWS without permission"
+    assert allowed - calls == set(), "the API function is granted more than it uses"
 
 
 # --- runtime and layer ---------------------------------------------------------------------------
