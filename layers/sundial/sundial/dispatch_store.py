@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pynamodb.constants import NONE
-from pynamodb.exceptions import UpdateError
 
-from sundial.storage import TriggerRecord, format_instant
+from sundial.storage import TriggerRecord, condition_held, format_instant
 
 QUERY_PAGE_SIZE = 1000
 Cursor = dict[str, Any]
@@ -174,10 +173,7 @@ class DynamoDispatchStore:
     @staticmethod
     def _update(pk: str, actions: list[Any], condition: Any) -> bool:
         """One conditional UpdateItem; False when the condition did not hold (someone else moved the item)."""
-        try:
-            TriggerRecord._get_connection().update_item(pk, actions=actions, condition=condition, return_values=NONE)
-        except UpdateError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        connection = TriggerRecord._get_connection()
+        return condition_held(
+            lambda: connection.update_item(pk, actions=actions, condition=condition, return_values=NONE)
+        )

@@ -8,8 +8,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pynamodb.exceptions import PutError
-
 from sundial import invocations
 from sundial.auth import Principal
 from sundial.dispatch import Backoff
@@ -18,7 +16,14 @@ from sundial.invocations import compact_instant
 from sundial.models import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
 from sundial.pagination import decode_cursor, encode_cursor, last_key
 from sundial.runtime import Runtime
-from sundial.storage import IdempotencyRecord, InvocationRecord, TriggerRecord, format_instant, trigger_pk
+from sundial.storage import (
+    IdempotencyRecord,
+    InvocationRecord,
+    TriggerRecord,
+    condition_held,
+    format_instant,
+    trigger_pk,
+)
 from sundial.triggers import AgentPath, load_trigger
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -170,11 +175,7 @@ def run_now(
         target_invocation_id=_new_manual_id(now),
         expires_at=now + IDEMPOTENCY_TTL,
     )
-    try:
-        mapping.save(condition=IdempotencyRecord.invocation_id.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
+    if not condition_held(lambda: mapping.save(condition=IdempotencyRecord.invocation_id.does_not_exist())):
         mapping = IdempotencyRecord.get(mapping.trigger_key, key_hash, consistent_read=True)
     return _start_manual(runtime, trigger, "manual", mapping.target_invocation_id, f"manual:{key_hash}")
 

@@ -13,12 +13,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.expressions.update import Action
 
 from sundial.errors import ConflictError, NotFoundError
 from sundial.models import Attempt, Invocation, InvocationKind, InvocationStatus
 from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, condition_held, trigger_pk
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +114,7 @@ def new_invocation(
 
 def put_if_absent(record: InvocationRecord) -> bool:
     """Create the record unless one with the same id exists; True when this call created it."""
-    try:
-        record.save(condition=InvocationRecord.invocation_id.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return condition_held(lambda: record.save(condition=InvocationRecord.invocation_id.does_not_exist()))
 
 
 def load(tenant_id: str, trigger_id: str, invocation_id: str) -> InvocationRecord:
@@ -150,13 +145,7 @@ def finish(
     ]
     if error is not None:
         actions.append(InvocationRecord.error.set(error))
-    try:
-        record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from))
-    except UpdateError as failure:
-        if failure.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from)))
 
 
 def stop_execution(runtime: Runtime, record: InvocationRecord, cause: str) -> None:
@@ -175,27 +164,22 @@ def use_up_one_time_trigger(runtime: Runtime, trigger: TriggerRecord, schedule_v
     One conditional write, which leaves alone a cron trigger and a trigger re-scheduled since the
     claim (every change of runAt or enabled bumps schedule_version). True when it disabled the trigger.
     """
-    try:
-        trigger.update(
-            actions=[
-                TriggerRecord.enabled.set(False),
-                TriggerRecord.schedule_version.add(1),
-                TriggerRecord.revision.add(1),
-                TriggerRecord.updated_at.set(runtime.now()),
-                TriggerRecord.next_run_at.remove(),
-                TriggerRecord.due_shard.remove(),
-                TriggerRecord.due_at.remove(),
-            ],
-            condition=(TriggerRecord.schedule_version == schedule_version) & TriggerRecord.run_at.exists(),
-        )
-    except UpdateError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        logger.info(
-            "trigger %s is not a one-time trigger at schedule version %s; left as it is", trigger.pk, schedule_version
-        )
-        return False
-    return True
+    actions: list[Action] = [
+        TriggerRecord.enabled.set(False),
+        TriggerRecord.schedule_version.add(1),
+        TriggerRecord.revision.add(1),
+        TriggerRecord.updated_at.set(runtime.now()),
+        TriggerRecord.next_run_at.remove(),
+        TriggerRecord.due_shard.remove(),
+        TriggerRecord.due_at.remove(),
+    ]
+    unchanged_one_time = (TriggerRecord.schedule_version == schedule_version) & TriggerRecord.run_at.exists()
+    if condition_held(lambda: trigger.update(actions=actions, condition=unchanged_one_time)):
+        return True
+    logger.info(
+        "trigger %s is not a one-time trigger at schedule version %s; left as it is", trigger.pk, schedule_version
+    )
+    return False
 
 
 def cancel(runtime: Runtime, record: InvocationRecord, reason: str, *, use_up: bool = True) -> InvocationRecord:

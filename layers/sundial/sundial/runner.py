@@ -28,14 +28,15 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, Json
 from pydantic.alias_generators import to_camel
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.expressions.update import Action
 
 from sundial import invocations
 from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome, render_message
 from sundial.errors import NotFoundError
 from sundial.models import InvocationKind, InvocationStatus
 from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord, TriggerRecord, format_instant, parse_instant, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, condition_held, format_instant, parse_instant, trigger_pk
 
 logger = logging.getLogger(__name__)
 
@@ -241,21 +242,15 @@ def _overlaps(runtime: Runtime, record: InvocationRecord, trigger: TriggerRecord
 
 def _mark_running(record: InvocationRecord, trigger: TriggerRecord, now: datetime) -> bool:
     """pending → running (with the trigger's current ref); False when it was cancelled meanwhile."""
-    try:
-        record.update(
-            actions=[
-                InvocationRecord.status.set("running"),
-                InvocationRecord.started_at.set(now),
-                InvocationRecord.ref.set(trigger.ref),
-            ],
-            condition=InvocationRecord.status == "pending",
-        )
-    except UpdateError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        record.refresh(consistent_read=True)
-        return record.status == "running"
-    return True
+    actions: list[Action] = [
+        InvocationRecord.status.set("running"),
+        InvocationRecord.started_at.set(now),
+        InvocationRecord.ref.set(trigger.ref),
+    ]
+    if condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status == "pending")):
+        return True
+    record.refresh(consistent_read=True)
+    return record.status == "running"
 
 
 def _request(state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int) -> AgentRequest:
@@ -344,19 +339,15 @@ def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, 
         return
     _use_up(runtime, state, trigger)
     at = record.scheduled_for
-    try:
-        trigger.update(
-            actions=[
-                TriggerRecord.last_run_at.set(at),
-                TriggerRecord.last_run_status.set(record.status),
-                TriggerRecord.last_run_conversation_ids.set(list(record.conversation_ids or [])),
-            ],
-            condition=TriggerRecord.pk.exists()
-            & (TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)),
-        )
-    except UpdateError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
+    actions: list[Action] = [
+        TriggerRecord.last_run_at.set(at),
+        TriggerRecord.last_run_status.set(record.status),
+        TriggerRecord.last_run_conversation_ids.set(list(record.conversation_ids or [])),
+    ]
+    latest = TriggerRecord.pk.exists() & (
+        TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)
+    )
+    if not condition_held(lambda: trigger.update(actions=actions, condition=latest)):
         logger.info("lastRun of %s not updated: deleted, or a later run finished first", trigger.pk)
 
 

@@ -7,6 +7,7 @@ deployed (or emulated) tables at run time, so nothing is configured at import.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.constants import STRING
+from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -236,3 +238,14 @@ def bind_tables(settings: Settings) -> None:
         meta.region = settings.aws_region
         meta.host = settings.dynamodb_endpoint_url
         model._connection = None
+
+
+def condition_held(write: Callable[[], object]) -> bool:
+    """Run a conditional put or update; False when its condition did not hold (the item had moved on)."""
+    try:
+        write()
+    except (PutError, UpdateError) as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -15,7 +15,7 @@ from heapq import merge
 from itertools import islice
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist
 
 from sundial import dispatch, invocations
 from sundial.auth import Principal
@@ -46,6 +46,7 @@ from sundial.schedule import CronSchedule, OneTimeSchedule, parse_run_at, valida
 from sundial.storage import (
     TriggerRecord,
     agent_trigger_key,
+    condition_held,
     due_shard_for,
     format_instant,
     project_key,
@@ -219,12 +220,8 @@ def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body
     )
     next_run_at = first_run(schedule, now, new_run_at=True) if body.enabled else None
     _due_fields(record, next_run_at, runtime.settings.due_shard_count)
-    try:
-        record.save(condition=TriggerRecord.pk.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant") from None
-        raise
+    if not condition_held(lambda: record.save(condition=TriggerRecord.pk.does_not_exist())):
+        raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant")
     dispatch.claim_if_due_soon(runtime, record)
     return to_api(record)
 
@@ -313,14 +310,10 @@ def update_trigger(
         _due_fields(record, next_run_at, runtime.settings.due_shard_count)
         actions += [_set_or_remove(name, getattr(record, name)) for name in SCHEDULE_FIELDS]
         actions += dispatch.schedule_actions(record)
-    try:
-        record.update(actions=actions, condition=TriggerRecord.revision == expected_revision)
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            raise ConflictError(
-                f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry"
-            ) from None
-        raise
+    if not condition_held(
+        lambda: record.update(actions=actions, condition=TriggerRecord.revision == expected_revision)
+    ):
+        raise ConflictError(f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry")
     if schedule_changed:
         dispatch.claim_if_due_soon(runtime, record)
     return to_api(record)
