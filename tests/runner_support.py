@@ -35,7 +35,7 @@ from sundial.invocations import scheduled_execution_name
 from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
 from sundial_local.lambdas import routed_lambdas
-from tests.conftest import RUNNER_FUNCTION_ARNS, Stack
+from tests.conftest import BASE, RUNNER_FUNCTION_ARNS, ApiClient, Stack
 
 TEST_TOKEN = "test-token-5f1c"
 POLL_SECONDS = 0.01
@@ -301,3 +301,18 @@ def runner_harness(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
             yield harness
         finally:
             harness.stop_all()
+
+
+def create_trigger(api: ApiClient, **fields: Any) -> dict[str, Any]:
+    """Create a trigger through the API (so the API's immediate claim runs too); returns its body."""
+    created = api.request("POST", BASE, {"name": "Nightly report", **fields})
+    assert created.status == 201, created.body
+    body: dict[str, Any] = created.body
+    return body
+
+
+def trigger_of(api: ApiClient, trigger_id: str) -> dict[str, Any]:
+    got = api.request("GET", f"{BASE}/{trigger_id}")
+    assert got.status == 200, got.body
+    body: dict[str, Any] = got.body
+    return body

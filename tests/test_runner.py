@@ -28,10 +28,12 @@ from tests.runner_support import (
     Harness,
     Reply,
     Run,
+    create_trigger,
     entered_states,
     lambda_invocations,
     runner_harness,
     state_transitions,
+    trigger_of,
     wait_for_execution,
 )
 
@@ -46,16 +48,7 @@ def harness(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def create(api: ApiClient, **fields: Any) -> dict[str, Any]:
-    body = {"name": "Nightly report", "cronExpression": "0 16 * * *", **fields}
-    created = api.request("POST", BASE, body)
-    assert created.status == 201, created.body
-    return created.body
-
-
-def trigger_of(api: ApiClient, trigger_id: str) -> dict[str, Any]:
-    got = api.request("GET", f"{BASE}/{trigger_id}")
-    assert got.status == 200, got.body
-    return got.body
+    return create_trigger(api, **{"cronExpression": "0 16 * * *", **fields})
 
 
 def attempts_of(run: Run) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 from sundial_local.lambdas import LocalLambdaContext
 from sundial_local.template import resource
 from tests.conftest import BASE, EVENTS, ApiClient, Stack
-from tests.runner_support import Harness, Reply, Run, runner_harness, status_change_event
+from tests.runner_support import Harness, Reply, Run, create_trigger, runner_harness, status_change_event, trigger_of
 from tests.template_support import granted, transform_template
 
 AT = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
@@ -46,17 +46,7 @@ def watch(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(api: ApiClient, **fields: Any) -> dict[str, Any]:
-    body = {"name": "Nightly report", "cronExpression": "0 * * * *", **fields}
-    created = api.request("POST", BASE, body)
-    assert created.status == 201, created.body
-    return created.body
-
-
-def trigger_of(api: ApiClient, trigger_id: str) -> dict[str, Any]:
-    got = api.request("GET", f"{BASE}/{trigger_id}")
-    assert got.status == 200, got.body
-    body: dict[str, Any] = got.body
-    return body
+    return create_trigger(api, **{"cronExpression": "0 * * * *", **fields})
 
 
 def stop_from_the_console(harness: Harness) -> Any:
