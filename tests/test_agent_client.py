@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
-from collections.abc import Iterator
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
+import urllib3
+from sundial import agent_client
 from sundial.agent_client import (
     AgentClient,
     AgentRequest,
@@ -164,6 +171,241 @@ def test_the_token_is_never_logged_nor_recorded(
     assert TOKEN not in caplog.text + captured.out + captured.err
     assert all(TOKEN not in repr(result) for result in results)
     assert len(server.received) == 2
+
+
+class RawAgent:
+    """A bare TCP agent on 127.0.0.1 for replies http.server cannot make: trickled, endless, echoing the request.
+
+    `respond(agent, authorization)` writes the raw reply with `send`; `sent` counts the bytes that got out,
+    and `cut_off` is set when the client closed the connection while the agent was still writing.
+    """
+
+    def __init__(self, respond: Callable[[RawAgent, str], None]) -> None:
+        self.respond = respond
+        self.sent = 0
+        self.trickled = 0
+        self.cut_off = threading.Event()
+        self.done = threading.Event()
+        self.stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/runs"
+
+    def send(self, data: bytes) -> None:
+        self._connection.sendall(data)
+        self.sent += len(data)
+
+    def trickle(self, data: bytes, every: float) -> None:
+        """One byte per `every` seconds, until done, the client hangs up or the test ends."""
+        for byte in data:
+            if self.stopping.wait(every):
+                return
+            self.send(bytes([byte]))
+            self.trickled += 1
+
+    def _serve(self) -> None:
+        try:
+            self._connection, _ = self._listener.accept()
+        except OSError:
+            return
+        with self._connection:
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += self._connection.recv(4096)
+                head, _, body = head.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")[1:]
+                headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+                while len(body) < int(headers.get("content-length", "0")):  # unread, closing would reset the line
+                    body += self._connection.recv(4096)
+                self.respond(self, headers.get("authorization", ""))
+            except OSError:
+                self.cut_off.set()
+            finally:
+                self.done.set()
+
+    def __enter__(self) -> RawAgent:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stopping.set()
+        self._listener.close()
+        self._thread.join(5)
+
+
+def raw_reply(status: int, body: bytes, reason: str = "Whatever") -> bytes:
+    return b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body)
+
+
+def trickle_body(agent: RawAgent, _authorization: str) -> None:
+    agent.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n")
+    agent.trickle(b" " * 30, every=0.1)
+
+
+def trickle_headers(agent: RawAgent, _authorization: str) -> None:
+    agent.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Slow: ")
+    agent.trickle(b"x" * 30, every=0.1)
+    agent.send(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("respond", [trickle_headers, trickle_body], ids=["headers", "body"])
+def test_a_trickling_agent_is_cut_off_at_the_deadline(respond: Callable[[RawAgent, str], None]) -> None:
+    """A byte every 100 ms keeps every single read short; the deadline still ends the call after 0.5 s."""
+    with RawAgent(respond) as agent:
+        started = time.monotonic()
+        result = AgentClient(agent.url, lambda: TOKEN).call(REQUEST, timeout_seconds=0.5)
+        elapsed = time.monotonic() - started
+
+    assert (result.outcome, result.http_status, result.error) == (
+        AttemptOutcome.TIMEOUT,
+        None,
+        "no response within 0.5s",
+    )
+    assert 0.4 < elapsed < 1.5
+
+
+def test_the_deadline_follows_the_injected_clock() -> None:
+    """Each trickled byte is a second on the client's clock: a 10 s deadline ends after ~10 bytes, in real ms."""
+
+    def respond(agent: RawAgent, _authorization: str) -> None:
+        agent.send(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
+        agent.trickle(b" " * 30, every=0.005)
+
+    with RawAgent(respond) as agent:
+        client = AgentClient(agent.url, lambda: TOKEN, monotonic=lambda: float(agent.trickled))
+        started = time.monotonic()
+        result = client.call(REQUEST, timeout_seconds=10)
+        elapsed = time.monotonic() - started
+        trickled = agent.trickled
+
+    assert (result.outcome, result.error) == (AttemptOutcome.TIMEOUT, "no response within 10s")
+    assert 10 <= trickled < 15
+    assert elapsed < 3
+
+
+BODY_CAP = 64 * 1024
+HUGE = 32 * 1024 * 1024
+PIECE = b"x" * BODY_CAP
+
+
+def endless_with_length(agent: RawAgent, _authorization: str) -> None:
+    agent.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % HUGE)
+    for _ in range(HUGE // len(PIECE)):
+        agent.send(PIECE)
+
+
+def endless_chunked(agent: RawAgent, _authorization: str) -> None:
+    agent.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(HUGE // len(PIECE)):
+        agent.send(b"%x\r\n%s\r\n" % (len(PIECE), PIECE))
+    agent.send(b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("respond", [endless_with_length, endless_chunked], ids=["content-length", "chunked"])
+def test_a_body_over_64_kib_is_an_error_and_read_no_further(
+    respond: Callable[[RawAgent, str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 32 MiB 200: rejected quickly, with the cap plus one read taken from the socket, memory bounded."""
+    pulled: list[int] = []
+    for name in ("read", "read1"):
+        original = getattr(urllib3.response.HTTPResponse, name)
+
+        def counting(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            data = _original(self, *args, **kwargs)
+            pulled.append(len(data))
+            return data
+
+        monkeypatch.setattr(urllib3.response.HTTPResponse, name, counting)
+
+    with RawAgent(respond) as agent:
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            result = AgentClient(agent.url, lambda: TOKEN).call(REQUEST, timeout_seconds=5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        elapsed = time.monotonic() - started
+        assert agent.done.wait(5)
+
+    assert (result.outcome, result.http_status, result.conversation_id) == (AttemptOutcome.REJECTED, 200, None)
+    assert result.error == "HTTP 200: response body over 64 KiB"
+    assert sum(pulled) <= BODY_CAP + agent_client.READ_CHUNK_BYTES
+    assert peak < 1024 * 1024
+    assert agent.cut_off.is_set()
+    assert agent.sent < HUGE
+    assert elapsed < 2
+
+
+def test_an_oversized_error_body_keeps_its_status_outcome_and_an_excerpt() -> None:
+    """A proxy's huge 502 page is still a 502 (retryable); what is kept is the usual short excerpt."""
+    body = b"<html>" + b"bad gateway " * 20_000
+    with RawAgent(lambda agent, _auth: agent.send(raw_reply(502, body, "Bad Gateway"))) as agent:
+        result = AgentClient(agent.url, lambda: TOKEN).call(REQUEST, timeout_seconds=5)
+
+    assert (result.outcome, result.http_status) == (AttemptOutcome.RETRYABLE_ERROR, 502)
+    assert result.error is not None
+    assert result.error.startswith("HTTP 502: <html>bad gateway")
+    assert result.error.endswith("…")
+    assert len(result.error) < 350
+
+
+SLASHY_TOKEN = "c2VjcmV0+dG9r/ZW4="  # base64-looking: URL-encoding and some JSON encoders change it
+
+
+@pytest.mark.parametrize(
+    ("echo", "secrets"),
+    [
+        (lambda auth: f"Unauthorized. You sent Authorization: {auth}\r\nTry again.", [SLASHY_TOKEN]),
+        (lambda auth: json.dumps({"error": "bad token Bearer xyz"}), ["xyz"]),
+        (lambda auth: f"authorization={quote(auth, safe='')}&retry=no", [quote(SLASHY_TOKEN, safe="")]),
+        (lambda auth: json.dumps({"received": {"headers": {"AUTHORIZATION": auth}}}), [SLASHY_TOKEN]),
+        (lambda auth: f"token {auth.split()[-1]} was revoked", [SLASHY_TOKEN]),
+        (lambda auth: json.dumps({"detail": f"{auth.split()[-1]} expired"}).replace("/", "\\/"), ["dG9r\\/ZW4"]),
+        (lambda auth: f"got bearer {SLASHY_TOKEN.upper()}; expected Authorization: Basic dXNlcjpwYXNz", ["dXNlcjpw"]),
+        (lambda auth: f"who is {quote(SLASHY_TOKEN)}?", [quote(SLASHY_TOKEN)]),
+    ],
+    ids=["header-echo", "json-bearer", "form-field", "json-headers", "bare-token", "json-escaped", "case", "urlenc"],
+)
+def test_credentials_in_an_error_body_are_redacted(echo: Callable[[str], str], secrets: list[str]) -> None:
+    """Viewers read `attempts[].error`: an agent echoing what it got must not hand them the bearer token."""
+
+    def respond(agent: RawAgent, authorization: str) -> None:
+        agent.send(raw_reply(401, echo(authorization).encode(), "Unauthorized"))
+
+    with RawAgent(respond) as agent:
+        result = AgentClient(agent.url, lambda: SLASHY_TOKEN).call(REQUEST, timeout_seconds=5)
+
+    assert (result.outcome, result.http_status) == (AttemptOutcome.REJECTED, 401)
+    assert result.error is not None
+    assert result.error.startswith("HTTP 401: ")
+    assert "[redacted]" in result.error
+    for secret in [SLASHY_TOKEN, "dG9r", *secrets]:
+        assert secret not in result.error
+
+
+def test_credentials_in_network_error_messages_are_redacted(
+    server: AgentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception's text is kept (it says what went wrong), minus userinfo in URLs and the token."""
+    url = server.url.replace("http://", "http://agent:pa55w0rd@")
+
+    def failing(*_args: Any, **_kwargs: Any) -> None:
+        raise urllib3.exceptions.ProtocolError(f"lost {url} after sending Authorization: Bearer {TOKEN}")
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "request", failing)
+    result = AgentClient(url, lambda: TOKEN).call(REQUEST, timeout_seconds=5)
+
+    assert result.outcome is AttemptOutcome.RETRYABLE_ERROR
+    assert result.error is not None
+    assert result.error.startswith("network error: ProtocolError: lost http://[redacted]@127.0.0.1:")
+    assert "pa55w0rd" not in result.error
+    assert TOKEN not in result.error
+    assert "Authorization: [redacted]" in result.error
 
 
 def test_status_classes() -> None:
