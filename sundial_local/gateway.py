@@ -3,14 +3,17 @@
 Behind the routes of template.yaml (`ANY /{proxy+}` with the JWT authorizer, `GET /openapi.json` without),
 it verifies HS256 bearer tokens and passes the claims on the way API Gateway's JWT authorizer does: every
 value a string, numbers and booleans as text, arrays flattened to `[a b]`. Refusals look like API
-Gateway's own: 401 `{"message":"Unauthorized"}` before the function is called.
+Gateway's own: 401 `{"message":"Unauthorized"}` before the function is called. Like Lambda, it gives the
+function one event at a time (see `ApiGateway`).
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -142,6 +145,7 @@ def build_event(
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY: a kept-alive answer is not held back for the client's ACK
     server: _GatewayServer
     refusal = ""  # why the authorizer said no, for the request's log line
 
@@ -169,18 +173,44 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug(format, *args)
 
+    def send_whole(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Status line, headers and body in one write: a head and a body written apart cost two packets,
+        and with Nagle's algorithm the second waits for the client's delayed ACK (~40 ms per request)."""
+        head = io.BytesIO()
+        stream, self.wfile = self.wfile, head  # the standard methods write the head as they go
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+        finally:
+            self.wfile = stream
+        stream.write(head.getvalue() if self.command == "HEAD" else head.getvalue() + body)
+
 
 class _GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default listen backlog (5) drops or resets a burst of 32 new connections
     gateway: ApiGateway
 
 
 class ApiGateway:
-    """Binds on construction (so a taken port fails at once); `serve_forever` runs in the caller's thread."""
+    """Binds on construction (so a taken port fails at once); `serve_forever` runs in the caller's thread.
+
+    Each connection has its own thread, but the integration gets one event at a time, as a Lambda
+    instance does: the API function keeps per-request state on its module-level resolver (the current
+    event, route arguments, response status and headers), so two calls at once answer each other's
+    requests and gate them with each other's tenant. A pool of workers would need a resolver each, which
+    the module (one `app`, shared powertools logger and metrics) cannot give, so a lock makes one worker.
+    That costs little: reading, token checks, building the event and writing the answer stay concurrent,
+    and the emulated AWS behind the function runs in this process under the same GIL anyway.
+    """
 
     def __init__(self, host: str, port: int, secret: str, integration: Integration) -> None:
         self._secret = secret
         self._integration = integration
+        self._one_event_at_a_time = threading.Lock()
         self._server = _GatewayServer((host, port), _RequestHandler)
         self._server.gateway = self
 
@@ -202,13 +232,7 @@ class ApiGateway:
         started = time.monotonic()
         request.refusal = ""  # one handler serves every request of a kept-alive connection
         status, headers, body = self._respond(request)
-        request.send_response(status)
-        for name, value in headers:
-            request.send_header(name, value)
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        if request.command != "HEAD":
-            request.wfile.write(body)
+        request.send_whole(status, headers, body)
         elapsed_ms = (time.monotonic() - started) * 1000
         path = urlsplit(request.path).path
         reason = f": {request.refusal}" if request.refusal else ""
@@ -243,7 +267,9 @@ class ApiGateway:
             source_ip=request.client_address[0],
         )
         try:
-            return _lambda_response(self._integration(event))
+            with self._one_event_at_a_time:
+                result = self._integration(event)
+            return _lambda_response(result)
         except Exception:
             logger.exception("api %s %s: the API function failed", method, path)
             return _gateway_error(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error")

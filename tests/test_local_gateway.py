@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -190,3 +194,205 @@ def test_a_failing_function_is_a_500_like_api_gateway(echo: tuple[EchoGateway, s
     recorder.fail = True
     response = urllib3.request("GET", f"{url}/openapi.json")
     assert (response.status, response.json()) == (500, {"message": "Internal Server Error"})
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request and the answer it gets on its own: a status and what its body says (nothing, for a 204)."""
+
+    method: str
+    path: str
+    token: str
+    status: int
+    says: tuple[str, ...] = ()
+    body: dict[str, Any] | None = None
+
+    def is_answered_by(self, status: int, text: bytes) -> bool:
+        if status != self.status:
+            return False
+        if status == 204:
+            return text == b""
+        return all(part.encode() in text for part in self.says)
+
+
+def _exchange(port: int, calls: list[Call]) -> list[tuple[int, bytes]]:
+    """The calls one after another on one kept-alive connection; once it fails, the rest get status 0."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    answers: list[tuple[int, bytes]] = []
+    try:
+        for call in calls:
+            payload = json.dumps(call.body).encode() if call.body is not None else None
+            headers = {"Authorization": f"Bearer {call.token}", "Content-Type": "application/json"}
+            connection.request(call.method, call.path, body=payload, headers=headers)
+            response = connection.getresponse()
+            answers.append((response.status, response.read()))
+    except (OSError, http.client.HTTPException) as error:
+        answers += [(0, repr(error).encode())] * (len(calls) - len(answers))
+    finally:
+        connection.close()
+    return answers
+
+
+def _send(port: int, call: Call) -> tuple[int, bytes]:
+    (answer,) = _exchange(port, [call])
+    return answer
+
+
+def _serving(gateway: ApiGateway) -> threading.Thread:
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def api_gateway(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiGateway]:
+    """The gateway in front of the real API function (one module-level resolver, as in the local stack)."""
+    import api_handler
+
+    monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+
+    def integration(event: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = api_handler.lambda_handler(event, cast(Any, LambdaContextStub()))
+        return result
+
+    gateway = ApiGateway("127.0.0.1", 0, SECRET, integration)
+    _serving(gateway)
+    yield gateway
+    gateway.stop_serving()
+    gateway.close()
+
+
+def test_concurrent_requests_get_their_own_answers(api_gateway: ApiGateway) -> None:
+    """Reads, edits, deletes, missing triggers and another tenant's attempts, all at once: each request gets
+    the answer it would get alone (the API function's resolver keeps one request's state at a time)."""
+    editor = issue_token(SECRET, tenant="acme", sub="alice", roles=["editor"])
+    stranger = issue_token(SECRET, tenant="globex", sub="mallory", roles=["admin"])
+    count, rounds = 8, 4
+    ids = [f"{kind}-{n}" for kind in ("read", "patch") for n in range(count)]
+    ids += [f"gone-{n}-{r}" for n in range(count) for r in range(rounds)]
+    for trigger in ids:
+        body = {"id": trigger, "name": trigger, "cronExpression": "0 9 * * *"}
+        status, text = _send(api_gateway.port, Call("POST", BASE, editor, 201, body=body))
+        assert status == 201, text
+    clients: list[list[Call]] = [
+        calls
+        for n in range(count)
+        for calls in (
+            [Call("GET", f"{BASE}/read-{n}", editor, 200, (f'"read-{n}"', '"upcomingRuns"'))] * rounds,
+            [Call("PATCH", f"{BASE}/patch-{n}", editor, 200, (f'"patch-{n}"', f'"new {n}"'), {"name": f"new {n}"})]
+            * rounds,
+            [Call("DELETE", f"{BASE}/gone-{n}-{r}", editor, 204) for r in range(rounds)],
+            [Call("GET", f"{BASE}/missing-{n}", editor, 404, ('"not_found"', f"'missing-{n}'"))] * rounds,
+            [Call("GET", f"{BASE}/read-{n}", stranger, 403, ('"forbidden"',))] * rounds,
+            [Call("DELETE", f"{BASE}/read-{n}", stranger, 403, ('"forbidden"',))] * rounds,
+        )
+    ]  # 48 clients let go at once, each with 4 requests on its own kept-alive connection
+    start = threading.Barrier(len(clients))
+    answers: dict[int, list[tuple[int, bytes]]] = {}
+
+    def client(index: int, calls: list[Call]) -> None:
+        start.wait()
+        answers[index] = _exchange(api_gateway.port, calls)
+
+    threads = [threading.Thread(target=client, args=(index, calls)) for index, calls in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    wrong = [
+        f"{call.method} {call.path.rsplit('/', 1)[1]} ({call.status}) → {status} {text[:100]!r}"
+        for index, calls in enumerate(clients)
+        for call, (status, text) in zip(calls, answers.get(index, [(0, b"no answer")] * len(calls)), strict=True)
+        if not call.is_answered_by(status, text)
+    ]
+    total = sum(len(calls) for calls in clients)
+    assert not wrong, f"{len(wrong)} of {total} answers were not their own:\n" + "\n".join(wrong)
+    after = [
+        *(Call("GET", f"{BASE}/read-{n}", editor, 200, (f'"read-{n}"',)) for n in range(count)),
+        *(
+            Call("GET", f"{BASE}/gone-{n}-{r}", editor, 404, ('"not_found"',))
+            for n in range(count)
+            for r in range(rounds)
+        ),
+    ]  # the other tenant's deletes did nothing, the editor's all took effect
+    settled = _exchange(api_gateway.port, after)
+    assert [call for call, answer in zip(after, settled, strict=True) if not call.is_answered_by(*answer)] == []
+
+
+def test_a_burst_of_fresh_connections_is_queued_not_dropped() -> None:
+    """32 clients connecting before the gateway accepts any: the listen backlog holds them all.
+
+    With a backlog of 5 the kernel drops (Linux) or resets (macOS) the rest; connecting while the server
+    does not yet accept makes the burst deterministic instead of a race against the accept loop.
+    """
+    gateway = ApiGateway("127.0.0.1", 0, SECRET, EchoGateway().integration)
+    clients = 32
+    with ExitStack() as cleanup:
+        cleanup.callback(gateway.close)
+        sockets = [
+            cleanup.enter_context(socket.create_connection(("127.0.0.1", gateway.port), timeout=2))
+            for _ in range(clients)
+        ]
+        for client in sockets:
+            client.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n")
+        _serving(gateway)
+        cleanup.callback(gateway.stop_serving)
+        answers = []
+        for client in sockets:
+            try:
+                answers.append(client.makefile("rb").readline())
+            except OSError as error:
+                answers.append(type(error).__name__.encode())
+        assert answers == [b"HTTP/1.1 202 Accepted\r\n"] * clients
+
+
+def test_responses_go_out_in_one_write_without_nagle(
+    echo: tuple[EchoGateway, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head and body as two writes with Nagle on stall each kept-alive request ~40 ms (delayed ACK):
+    each answer must be one write, on a socket with TCP_NODELAY."""
+    seen: list[tuple[bool, list[bytes]]] = []  # per response: TCP_NODELAY, and the writes that carried it
+    serve = ApiGateway.serve
+
+    def spy(self: ApiGateway, request: Any) -> None:
+        writes: list[bytes] = []
+        seen.append((request.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0, writes))
+        stream, request.wfile = request.wfile, WriteRecorder(request.wfile, writes)
+        try:
+            serve(self, request)
+        finally:
+            request.wfile = stream
+
+    monkeypatch.setattr(ApiGateway, "serve", spy)
+    _, url = echo
+    connection = http.client.HTTPConnection("127.0.0.1", urlsplit(url).port, timeout=5)
+    answers = [
+        ("GET", "/openapi.json", 202, b'{"ok": true}'),
+        ("GET", BASE, 401, b'{"message": "Unauthorized"}'),
+        ("HEAD", BASE, 401, b""),
+    ]  # one kept-alive connection
+    for method, path, status, body in answers:
+        connection.request(method, path)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (status, body)
+    connection.close()
+    assert [(nodelay, len(writes)) for nodelay, writes in seen] == [(True, 1)] * len(answers)
+    for (_, (write,)), (_, _, status, body) in zip(seen, answers, strict=True):
+        assert write.startswith(f"HTTP/1.1 {status} ".encode())
+        assert write.endswith(b"\r\n\r\n" + body)
+
+
+@dataclass
+class WriteRecorder:
+    """A response stream that remembers each write before passing it on."""
+
+    target: Any
+    writes: list[bytes]
+
+    def write(self, data: bytes) -> int:
+        self.writes.append(bytes(data))
+        written: int = self.target.write(data)
+        return written
+
+    def flush(self) -> None:
+        self.target.flush()
