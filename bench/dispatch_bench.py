@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from botocore.exceptions import ClientError
-from sundial.dispatch import START_BACKOFF, Backoff, Dispatcher, TickReport
+from sundial.aws_retry import Backoff
+from sundial.dispatch import START_BACKOFF, Dispatcher, TickReport
 from sundial.dispatch_store import Advance, Claim, Cursor, DueRow
 from sundial.runtime import Runtime
 from sundial.settings import Settings
@@ -158,6 +159,7 @@ class ModelStore:
     clock: ModelClock
     items: dict[str, Item] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
+    marker: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def due_page(self, shard: int, until: str, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
@@ -194,7 +196,8 @@ class ModelStore:
         def check(item: Item) -> bool:
             current = item.row
             return (
-                current.next_run_at == row.next_run_at
+                current.incarnation == row.incarnation
+                and current.next_run_at == row.next_run_at
                 and current.schedule_version == row.schedule_version
                 and current.claim is None
             )
@@ -208,8 +211,7 @@ class ModelStore:
                 due_at=format_instant(due_at) if due_at is not None else None,
             )
             item.missed_runs_skipped += step.skipped
-            if due_at is None:
-                item.shard = None
+            item.shard = None if due_at is None else step.shard
             if step.finished:
                 item.enabled = False
                 item.row = replace(item.row, schedule_version=item.row.schedule_version + 1)
@@ -222,22 +224,71 @@ class ModelStore:
 
         def check(item: Item) -> bool:
             current = item.row
-            return current.claim is not None and current.claim.name == claim.name and current.due_at == row.due_at
+            return (
+                current.incarnation == row.incarnation
+                and current.claim is not None
+                and current.claim.name == claim.name
+                and current.due_at == row.due_at
+            )
 
         def apply(item: Item) -> None:
             item.row = replace(item.row, due_at=format_instant(lease_until))
 
         return self._write(row.pk, check, apply)
 
-    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None) -> bool:
+    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, shard: int) -> bool:
         def check(item: Item) -> bool:
-            return item.row.claim is not None and item.row.claim.name == claim.name
+            current = item.row
+            return (
+                current.incarnation == row.incarnation
+                and current.claim is not None
+                and current.claim.name == claim.name
+            )
 
         def apply(item: Item) -> None:
             due_at = format_instant(next_run_at) if next_run_at is not None else None
             item.row = replace(item.row, claim=None, due_at=due_at)
-            if due_at is None:
-                item.shard = None
+            item.shard = None if due_at is None else shard
+
+        return self._write(row.pk, check, apply)
+
+    def shard_marker(self) -> int | None:
+        self.clock.sleep(DYNAMODB_LATENCY)
+        with self._lock:
+            self.calls["GetItem"] += 1
+            return self.marker
+
+    def raise_marker(self, shard_count: int) -> None:
+        self.clock.sleep(DYNAMODB_LATENCY)
+        with self._lock:
+            self.calls["PutItem"] += 1
+            if self.marker is None or self.marker < shard_count:
+                self.marker = shard_count
+
+    def lower_marker(self, observed: int, shard_count: int) -> bool:
+        self.clock.sleep(DYNAMODB_LATENCY)
+        with self._lock:
+            self.calls["PutItem"] += 1
+            if self.marker != observed:
+                return False
+            self.marker = shard_count
+            return True
+
+    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+        """Every row of a shard in one page (the bench never re-shards more than a page holds)."""
+        assert cursor is None
+        self.clock.sleep(DYNAMODB_LATENCY)
+        with self._lock:
+            self.calls["Query"] += 1
+            rows = [replace(item.row, due_shard=item.shard) for item in self.items.values() if item.shard == shard]
+        return rows, None
+
+    def move_shard(self, row: DueRow, shard: int) -> bool:
+        def check(item: Item) -> bool:
+            return item.row.incarnation == row.incarnation and item.shard == row.due_shard
+
+        def apply(item: Item) -> None:
+            item.shard = shard
 
         return self._write(row.pk, check, apply)
 
@@ -286,8 +337,8 @@ def run(count: int, scale: float) -> dict[str, Any]:
     dispatcher = Dispatcher(
         runtime,
         store=store,
-        backoff=Backoff(sleep=clock.sleep),
-        start_backoff=replace(START_BACKOFF, sleep=clock.sleep),
+        backoff=Backoff(sleep=clock.sleep, monotonic=clock.seconds),
+        start_backoff=replace(START_BACKOFF, sleep=clock.sleep, monotonic=clock.seconds),
     )
 
     reports: list[TickReport] = []

@@ -4,10 +4,14 @@ The function runs in this process against a throwaway in-process moto (tables an
 machine created from template.yaml). The runner samples in events/ refer to the sample trigger
 and its 2026-11-27 occurrence, so before the call the tables get what the event needs:
 
-* dispatch, runner-prepare: the trigger of events/api_create_trigger.json (created through the API);
+* dispatch, runner-prepare: the trigger of events/api_create_trigger.json (created through the API,
+  then given the incarnation the runner samples name, so they are runs of this very trigger);
 * runner-attempt, runner-finalize, runner-watcher: that trigger and its invocation
   (events/runner_prepare.json run through Prepare), so the attempt really calls the agent: the demo
   agent unless AGENT_RUN_URL is set.
+
+The runner functions run at the sample occurrence's instant (their clock is pinned to its
+`scheduledFor`), so the sample is on time whenever it is replayed rather than a missed run.
 
 `--empty` skips that. The function's result is printed as JSON; notes go to stderr.
 """
@@ -15,6 +19,7 @@ and its 2026-11-27 occurrence, so before the call the tables get what the event 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
@@ -25,10 +30,14 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 from sundial.observability import logger
+from sundial.runtime import Runtime
+from sundial.settings import get_settings
 
 from sundial_local.config import DEV_AGENT_TOKEN
 from sundial_local.demo_agent import DemoAgent
@@ -56,6 +65,7 @@ SAMPLE_TRIGGER_EVENT = ROOT / "events" / "api_create_trigger.json"
 SAMPLE_PREPARE_EVENT = ROOT / "events" / "runner_prepare.json"
 NEEDS_TRIGGER = frozenset({"dispatch", "runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher"})
 NEEDS_INVOCATION = frozenset({"runner-attempt", "runner-finalize", "runner-watcher"})
+AT_SAMPLE_INSTANT = frozenset({"runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher"})
 EXECUTION_STOP_SECONDS = 10.0
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -93,10 +103,32 @@ def handler_for(logical_id: str) -> Handler:
 
 def call(function: str, event: dict[str, Any]) -> Any:
     logical_id = FUNCTIONS[function]
+    handler = handler_for(logical_id)
+    if function in AT_SAMPLE_INSTANT:
+        pin_clock_to_sample(sys.modules[handler.__module__])
     try:
-        return handler_for(logical_id)(event, lambda_context(logical_id))
+        return handler(event, lambda_context(logical_id))
     finally:
         discard_unpublished_metrics()
+
+
+def pin_clock_to_sample(module: Any) -> None:
+    """Build the function's runtime with a clock that stands at the sample occurrence's instant."""
+    scheduled_for = json.loads(SAMPLE_PREPARE_EVENT.read_text())["input"]["scheduledFor"]
+    instant = datetime.fromisoformat(scheduled_for)
+    module.runtime = functools.lru_cache(maxsize=1)(lambda: Runtime(get_settings(), clock=lambda: instant))
+
+
+def adopt_sample_incarnation(dynamodb: Any, triggers_table: str) -> None:
+    """Give the sample trigger the incarnation the runner samples carry (creation picks a random one)."""
+    run = json.loads(SAMPLE_PREPARE_EVENT.read_text())["input"]
+    dynamodb.update_item(
+        TableName=triggers_table,
+        Key={"pk": {"S": f"{run['tenantId']}#{run['triggerId']}"}},
+        UpdateExpression="SET incarnation = :incarnation",
+        ExpressionAttributeValues={":incarnation": {"S": run["incarnation"]}},
+        ConditionExpression="attribute_exists(pk)",
+    )
 
 
 def seed(function: str) -> None:
@@ -105,6 +137,7 @@ def seed(function: str) -> None:
         created = call("api", json.loads(SAMPLE_TRIGGER_EVENT.read_text()))
         if created.get("statusCode") != 201:
             raise InvokeError(f"could not create the sample trigger: {created.get('body')}")
+        adopt_sample_incarnation(boto3.client("dynamodb"), TRIGGERS_TABLE)
         note(f"seeded: the trigger of {SAMPLE_TRIGGER_EVENT.relative_to(ROOT)}")
     if function in NEEDS_INVOCATION:
         call("runner-prepare", json.loads(SAMPLE_PREPARE_EVENT.read_text()))

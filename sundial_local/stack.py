@@ -24,6 +24,7 @@ from unittest import mock
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
+from sundial.execution import ExecutionInput
 
 from sundial_local import state
 from sundial_local.config import ACCOUNT, REGION, LocalConfig
@@ -220,36 +221,43 @@ def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machi
     deserializer = TypeDeserializer()
     resumed = 0
     pages = dynamodb.get_paginator("scan").paginate(
-        TableName=INVOCATIONS_TABLE, FilterExpression="attribute_exists(open_key)", ConsistentRead=True
+        TableName=INVOCATIONS_TABLE,
+        FilterExpression="#status IN (:pending, :running)",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={":pending": {"S": "pending"}, ":running": {"S": "running"}},
+        ConsistentRead=True,
     )
     for page in pages:
         for raw in page.get("Items", []):
             item = {name: deserializer.deserialize(value) for name, value in raw.items()}
             if item.get("status") not in ("pending", "running") or not item.get("execution_name"):
                 continue
+            if "incarnation" not in item:  # written before runs were tied to their trigger's incarnation
+                continue
             version = item.get("schedule_version")
-            run = {
-                "tenantId": item["tenant_id"],
-                "projectId": item["project_id"],
-                "agentId": item["agent_id"],
-                "triggerId": item["trigger_id"],
-                "invocationId": item["invocation_id"],
-                "kind": item["kind"],
-                "scheduledFor": item["scheduled_for"],
-                "scheduleVersion": int(version) if version is not None else None,
-                "idempotencyKey": item["idempotency_key"],
-            }
+            run = ExecutionInput(
+                tenant_id=item["tenant_id"],
+                project_id=item["project_id"],
+                agent_id=item["agent_id"],
+                trigger_id=item["trigger_id"],
+                incarnation=item["incarnation"],
+                invocation_id=item["invocation_id"],
+                kind=item["kind"],
+                scheduled_for=item["scheduled_for"],
+                schedule_version=int(version) if version is not None else None,
+                idempotency_key=item["idempotency_key"],
+            )
             try:
                 sfn.start_execution(
-                    stateMachineArn=state_machine_arn, name=str(item["execution_name"]), input=json.dumps(run)
+                    stateMachineArn=state_machine_arn, name=str(item["execution_name"]), input=run.to_json()
                 )
             except sfn.exceptions.ExecutionAlreadyExists:
                 continue
             logger.info(
                 "resumed %s run of %s for %s, cut off by the last shutdown",
                 item["status"],
-                _run_name(run),
-                run["scheduledFor"],
+                _run_name(run.model_dump(by_alias=True)),
+                run.scheduled_for,
             )
             resumed += 1
     return resumed
@@ -467,7 +475,7 @@ class LocalStack:
             raise StartupError(f"{error}; move it away to start with empty tables") from None
         if counts:
             logger.info(
-                "restored %d trigger(s) and %d invocations-table item(s) from %s",
+                "restored %d triggers-table and %d invocations-table item(s) from %s",
                 counts.get("triggers", 0),
                 counts.get("invocations", 0),
                 shown(path),
@@ -481,7 +489,7 @@ class LocalStack:
             logger.exception("could not save the tables to %s", shown(path))
             return
         logger.info(
-            "saved %d trigger(s) and %d invocations-table item(s) to %s",
+            "saved %d triggers-table and %d invocations-table item(s) to %s",
             counts["triggers"],
             counts["invocations"],
             shown(path),

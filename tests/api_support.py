@@ -16,7 +16,7 @@ from moto.moto_api._internal.models import moto_api_backend
 from sundial import invocations
 from sundial.invocations import compact_instant
 from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord
+from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
 from sundial_local.template import create_state_machine, create_tables
 from tests.conftest import (
@@ -125,6 +125,11 @@ def due_index_entries(stack: Stack) -> dict[str, tuple[int, str]]:
     return entries
 
 
+def incarnation_of(trigger_id: str, tenant_id: str = "acme") -> str:
+    """The stored trigger's incarnation, which scopes its invocations."""
+    return str(TriggerRecord.get(trigger_pk(tenant_id, trigger_id), consistent_read=True).incarnation)
+
+
 def seed_invocation(
     stack: Stack,
     trigger_id: str,
@@ -142,6 +147,7 @@ def seed_invocation(
         project_id="website",
         agent_id="reporter",
         trigger_id=trigger_id,
+        incarnation=incarnation_of(trigger_id),
         kind=kind,  # type: ignore[arg-type]
         invocation_id=invocations.invocation_id_for(key, scheduled_for),
         idempotency_key=key,
@@ -151,13 +157,21 @@ def seed_invocation(
     )
     record.status = status
     if status not in invocations.UNFINISHED:
-        record.open_key = None
         record.completed_at = scheduled_for
     if attempts is not None:
         record.attempts = attempts
         record.attempt_number = len(attempts)
-    record.save()
+    if status in invocations.UNFINISHED:
+        assert invocations.put_if_absent(stack.runtime, record)
+    else:
+        record.save()
     return record
+
+
+def registered_open(record: InvocationRecord) -> bool:
+    """Whether the incarnation's register of unfinished runs still names the record."""
+    open_runs = invocations.open_invocations(record.tenant_id, record.trigger_id, record.incarnation)
+    return record.invocation_id in {run.invocation_id for run in open_runs}
 
 
 def assert_error(response: ApiResponse, status: int, code: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,8 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 from sundial.auth import Principal
-from sundial.dispatch import START_BACKOFF, Backoff, Dispatcher
+from sundial.aws_retry import Backoff
+from sundial.dispatch import START_BACKOFF, Dispatcher
 from sundial.dispatch_store import DispatchStore, DueRow, DynamoDispatchStore
 from sundial.models import TriggerCreate
 from sundial.runtime import Runtime
@@ -99,6 +101,11 @@ class SleepRecorder:
         with self._lock:
             self.delays.append(seconds)
 
+    def monotonic(self) -> float:
+        """Time as the backoff sees it: only the pauses pass (the calls against moto take none)."""
+        with self._lock:
+            return sum(self.delays)
+
 
 def dispatcher(
     env: DispatchEnv,
@@ -109,11 +116,12 @@ def dispatcher(
 ) -> Dispatcher:
     """A dispatcher on the test stack whose backoff never really sleeps."""
     pause = sleep or SleepRecorder()
+    monotonic = pause.monotonic if isinstance(pause, SleepRecorder) else time.monotonic
     return Dispatcher(
         runtime or env.runtime,
         store=store or DynamoDispatchStore(),
-        backoff=Backoff(sleep=pause),
-        start_backoff=replace(START_BACKOFF, sleep=pause),
+        backoff=Backoff(sleep=pause, monotonic=monotonic),
+        start_backoff=replace(START_BACKOFF, sleep=pause, monotonic=monotonic),
     )
 
 

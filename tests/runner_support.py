@@ -32,7 +32,7 @@ from sundial.agent_client import AgentClient
 from sundial.dispatch import start_request
 from sundial.dispatch_store import Claim, due_row
 from sundial.invocations import scheduled_execution_name
-from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.lambdas import routed_lambdas
 from tests.conftest import BASE, RUNNER_FUNCTION_ARNS, ApiClient, Stack
@@ -231,6 +231,7 @@ class Run:
     invocation_id: str
     tenant_id: str
     trigger_id: str
+    incarnation: str
     described: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -239,7 +240,9 @@ class Run:
 
     def invocation(self) -> InvocationRecord:
         return InvocationRecord.get(
-            trigger_pk(self.tenant_id, self.trigger_id), self.invocation_id, consistent_read=True
+            invocation_partition(self.tenant_id, self.trigger_id, self.incarnation),
+            self.invocation_id,
+            consistent_read=True,
         )
 
 
@@ -264,7 +267,8 @@ class Harness:
         started = self.stack.sfn.start_execution(
             stateMachineArn=self.stack.settings.state_machine_arn, name=request.name, input=request.input
         )
-        return Run(started["executionArn"], json.loads(request.input)["invocationId"], row.tenant_id, row.trigger_id)
+        invocation_id = json.loads(request.input)["invocationId"]
+        return Run(started["executionArn"], invocation_id, row.tenant_id, row.trigger_id, row.incarnation)
 
     def finish(self, run: Run) -> Run:
         run.described = wait_for_execution(self.stack.sfn, run.execution_arn)

@@ -86,8 +86,23 @@ class MortalStore:
     def renew_lease(self, row: DueRow, lease_until: datetime) -> bool:
         return self.mortal.call("renew_lease", lambda: self.inner.renew_lease(row, lease_until))
 
-    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None) -> bool:
-        return self.mortal.call("release", lambda: self.inner.release(row, claim, next_run_at))
+    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, shard: int) -> bool:
+        return self.mortal.call("release", lambda: self.inner.release(row, claim, next_run_at, shard))
+
+    def shard_marker(self) -> int | None:
+        return self.inner.shard_marker()
+
+    def raise_marker(self, shard_count: int) -> None:
+        self.inner.raise_marker(shard_count)
+
+    def lower_marker(self, observed: int, shard_count: int) -> bool:
+        return self.inner.lower_marker(observed, shard_count)
+
+    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+        return self.inner.shard_page(shard, cursor)
+
+    def move_shard(self, row: DueRow, shard: int) -> bool:
+        return self.inner.move_shard(row, shard)
 
 
 class MortalStepFunctions:
@@ -155,7 +170,7 @@ def test_a_crash_while_redriving_is_redriven_again(env: DispatchEnv, operation: 
     store = DynamoDispatchStore()
     for row in due_rows(env):
         claim = Claim(START, scheduled_execution_name(row.tenant_id, row.trigger_id, row.incarnation, 1, START), 1)
-        assert store.advance(row, Advance(START + timedelta(days=1), 0, claim, START - timedelta(seconds=40)))
+        assert store.advance(row, Advance(START + timedelta(days=1), 0, 0, claim, START - timedelta(seconds=40)))
 
     env.clock.advance(60)
     tick_until_death(env, Mortal("after", operation, nth=3))

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from sundial import dispatch
-from sundial.dispatch import ON_TIME_GRACE, plan
+from sundial.dispatch import plan
 from sundial.dispatch_store import Advance, Claim, DueRow, DynamoDispatchStore
 from sundial.errors import ValidationFailedError
 from sundial.invocations import invocation_id_for, scheduled_execution_name
+from sundial.missed_runs import ON_TIME_GRACE
 from sundial.models import TriggerPatch
 from sundial.triggers import delete_trigger, update_trigger
 
@@ -69,6 +70,7 @@ def test_an_occurrence_is_claimed_within_the_lookahead_and_started_once_under_it
                 "projectId": "website",
                 "agentId": "reporter",
                 "triggerId": trigger_id,
+                "incarnation": stored(trigger_id).incarnation,
                 "invocationId": invocation_id_for(name, START),
                 "kind": "scheduled",
                 "scheduledFor": "2026-11-26T15:00:00Z",
@@ -136,7 +138,7 @@ def test_a_live_claim_is_left_alone_and_an_expired_one_is_redriven_once(env: Dis
     lease_until = START - timedelta(seconds=50)
     # A dispatcher claimed the occurrence and died before starting it.
     claim = Claim(START, name, 1)
-    assert store.advance(row, Advance(START + timedelta(days=1), 0, claim, lease_until))
+    assert store.advance(row, Advance(START + timedelta(days=1), 0, 0, claim, lease_until))
 
     live = tick_at(env, START - timedelta(seconds=60))
     assert live.counts == {"in_flight": 1}
@@ -301,7 +303,7 @@ def test_a_redriven_claim_is_followed_by_its_next_occurrence_in_the_same_tick(en
     # A dispatcher claimed 14:50 at 14:48 and died; its lease ran out at 14:49.
     name = scheduled_execution_name("acme", trigger_id, stored(trigger_id).incarnation, 1, claimed)
     assert DynamoDispatchStore().advance(
-        row, Advance(following, 0, Claim(claimed, name, 1), START - timedelta(minutes=11))
+        row, Advance(following, 0, 0, Claim(claimed, name, 1), START - timedelta(minutes=11))
     )
 
     report = tick_at(env, START - timedelta(minutes=6, seconds=30))

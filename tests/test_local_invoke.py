@@ -81,7 +81,7 @@ def test_finalize_records_the_failure(capsys: pytest.CaptureFixture[str]) -> Non
 def test_watcher_closes_the_stopped_sample_run(capsys: pytest.CaptureFixture[str]) -> None:
     """Called directly: the watcher logs a warning, which Lambda-style logging writes to stdout."""
     result = invoke.invoke("runner-watcher", EVENTS / "runner_execution_ended.json")
-    assert result == {"invocationId": "20261127T080000Z-cf40047a9d8b76339c19", "status": "cancelled", "closed": True}
+    assert result == {"invocationId": "20261127T080000Z-ae2696afa293ec076878", "status": "cancelled", "closed": True}
     assert "seeded: the pending invocation of events/runner_prepare.json" in capsys.readouterr().err
 
 

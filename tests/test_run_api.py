@@ -10,8 +10,10 @@ import pytest
 from botocore.exceptions import ClientError
 from sundial import invocation_api, invocations
 from sundial.auth import Principal
+from sundial.storage import invocation_partition
 from sundial.triggers import AgentPath
 
+from tests.api_support import incarnation_of
 from tests.conftest import BASE, ApiClient, Stack, token_claims
 from tests.runner_support import Harness, Reply, runner_harness, wait_for_execution
 
@@ -107,7 +109,7 @@ def test_cancel_marks_cancelled_and_stops_the_execution(harness: Harness, api: A
     cancels: list[Any] = []
 
     def cancel_while_waiting(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger_id)
+        [record] = invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
         cancels.append(api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/cancel"))
 
     harness.waits.hooks["WaitUntilScheduled"] = cancel_while_waiting
@@ -153,7 +155,7 @@ def test_rerun_of_an_unfinished_invocation_is_a_conflict(harness: Harness, api: 
     answers: list[Any] = []
 
     def rerun_while_pending(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger_id)
+        [record] = invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
         answers.append(api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/rerun"))
 
     harness.waits.hooks["WaitUntilScheduled"] = rerun_while_pending
@@ -185,6 +187,7 @@ def test_a_run_that_cannot_start_is_not_left_pending(stack: Stack, api: ApiClien
     with pytest.raises(ClientError):
         invocation_api.run_now(stack.runtime, principal, AgentPath("acme", "website", "reporter"), trigger_id, None)
 
-    [record] = list(invocations.InvocationRecord.query(f"acme#{trigger_id}"))
+    partition = invocation_partition("acme", trigger_id, incarnation_of(trigger_id))
+    [record] = [row for row in invocations.InvocationRecord.query(partition) if not row.invocation_id.startswith("#")]
     assert (record.status, record.error) == ("failed", "the run could not be started")
-    assert invocations.open_invocations("acme", trigger_id) == []
+    assert invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id)) == []

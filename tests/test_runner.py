@@ -18,11 +18,12 @@ import pytest
 import runner_handler
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core.exceptions import JsonRESTError
-from sundial import invocations, runner
+from sundial import invocations, retry_policy, runner
 from sundial.agent_client import AgentRequest, AgentResult
-from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.template import ASL_PATH, resource
+from tests.api_support import incarnation_of, registered_open
 from tests.conftest import BASE, ApiClient, Stack
 from tests.runner_support import (
     Harness,
@@ -74,7 +75,7 @@ def test_first_try_success_records_everything_in_five_transitions(harness: Harne
     assert record.started_at == AT
     assert record.completed_at == AT
     assert record.conversation_ids == ["conv-1"]
-    assert record.open_key is None
+    assert not registered_open(record)
     assert attempts_of(run) == [
         {
             "number": 1,
@@ -252,8 +253,8 @@ def test_cancel_is_noticed_before_the_next_attempt(harness: Harness, api: ApiCli
     harness.agent.then(Reply(503))
 
     def cancel_record_only(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger["id"])
-        assert invocations.finish(record, "cancelled", harness.stack.runtime.now(), "cancelled by request")
+        [record] = invocations.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
+        assert invocations.finish(harness.stack.runtime, record, "cancelled", "cancelled by request")
 
     harness.waits.hooks["Backoff"] = cancel_record_only
     run = harness.run_scheduled("acme", trigger["id"], AT)
@@ -273,7 +274,7 @@ def test_completed_or_failed_never_overwrites_cancelled(
     trigger = create(api, maxRetries=0)
 
     def cancel_during_call() -> None:
-        [record] = invocations.open_invocations("acme", trigger["id"])
+        [record] = invocations.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
         invocations.cancel(harness.stack.runtime, record, "cancelled by request")
 
     reply.action = cancel_during_call
@@ -502,7 +503,7 @@ def test_run_now_of_a_one_time_trigger_leaves_its_occurrence_scheduled(harness: 
 
 def cancel_while_waiting(harness: Harness, api: ApiClient, trigger_id: str) -> None:
     def cancel(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger_id)
+        [record] = invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
         cancelled = api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/cancel")
         assert cancelled.status == 200, cancelled.body
 
@@ -560,7 +561,11 @@ def test_cascading_cancels_do_not_use_up_a_one_time_occurrence(harness: Harness,
     cancelled: list[int] = []
 
     def cascade(_execution_arn: str) -> None:
-        cancelled.append(invocations.cancel_all_open(harness.stack.runtime, "acme", trigger["id"], "trigger deleted"))
+        cancelled.append(
+            invocations.cancel_all_open(
+                harness.stack.runtime, TriggerRecord.get(trigger_pk("acme", trigger["id"])), "trigger deleted"
+            )
+        )
 
     harness.waits.hooks["WaitUntilScheduled"] = cascade
     run = harness.run_scheduled("acme", trigger["id"], AT)
@@ -714,12 +719,12 @@ def test_attempts_record_every_outcome_and_conversation(harness: Harness, api: A
 
 
 def test_retry_delay_maths() -> None:
-    assert runner.retry_delay_seconds(60, 1, lambda: 0.0) == 60
-    assert runner.retry_delay_seconds(60, 3, lambda: 0.0) == 240
-    assert runner.retry_delay_seconds(60, 3, lambda: 0.999999) == 311
-    assert runner.retry_delay_seconds(3600, 4, lambda: 0.0) == 6 * 3600
-    assert runner.retry_delay_seconds(3600, 10, lambda: 0.5) == 6 * 3600
-    assert runner.retry_delay_seconds(10, 1, lambda: 0.5) == 11
+    assert retry_policy.retry_delay_seconds(60, 1, lambda: 0.0) == 60
+    assert retry_policy.retry_delay_seconds(60, 3, lambda: 0.0) == 240
+    assert retry_policy.retry_delay_seconds(60, 3, lambda: 0.999999) == 311
+    assert retry_policy.retry_delay_seconds(3600, 4, lambda: 0.0) == 6 * 3600
+    assert retry_policy.retry_delay_seconds(3600, 10, lambda: 0.5) == 6 * 3600
+    assert retry_policy.retry_delay_seconds(10, 1, lambda: 0.5) == 11
 
 
 def test_the_execution_input_of_a_missing_invocation_is_recreated_by_finalize(stack: Stack, api: ApiClient) -> None:
@@ -730,6 +735,7 @@ def test_the_execution_input_of_a_missing_invocation_is_recreated_by_finalize(st
         project_id="website",
         agent_id="reporter",
         trigger_id=trigger["id"],
+        incarnation=incarnation_of(trigger["id"]),
         invocation_id="20261126T160000Z-0123456789abcdef0123",
         kind="scheduled",
         scheduled_for=AT_TEXT,
@@ -739,7 +745,7 @@ def test_the_execution_input_of_a_missing_invocation_is_recreated_by_finalize(st
     )
     out = runner.finalize(stack.runtime, state)
     assert out.outcome == "failed"
-    record = InvocationRecord.get(trigger_pk("acme", trigger["id"]), state.invocation_id)
+    record = InvocationRecord.get(invocation_partition("acme", trigger["id"], state.incarnation), state.invocation_id)
     assert (record.status, record.error) == ("failed", "Lambda.Unknown: out of memory")
 
 

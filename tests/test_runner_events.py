@@ -10,8 +10,9 @@ import pytest
 import runner_handler
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial.agent_client import AgentClient
-from sundial.storage import InvocationRecord, trigger_pk
+from sundial.storage import InvocationRecord, invocation_partition
 
+from sundial_local.invoke import adopt_sample_incarnation
 from sundial_local.lambdas import LocalLambdaContext
 from tests.conftest import BASE, EVENTS, ApiClient, Stack
 from tests.runner_support import TEST_TOKEN, AgentServer
@@ -35,6 +36,7 @@ def agent(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The sample trigger (from events/api_create_trigger.json) and a local agent; the clock at its run."""
     body = json.loads(event("api_create_trigger.json")["body"])
     assert api.request("POST", BASE, body).status == 201
+    adopt_sample_incarnation(stack.dynamodb, stack.settings.triggers_table)
     stack.clock.set(SCHEDULED_FOR)
     monkeypatch.setattr(runner_handler, "runtime", lambda: stack.runtime)
     with AgentServer() as server:
@@ -45,7 +47,8 @@ def agent(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def invocation() -> InvocationRecord:
     prepared = event("runner_prepare.json")["input"]
-    return InvocationRecord.get(trigger_pk(prepared["tenantId"], prepared["triggerId"]), prepared["invocationId"])
+    partition = invocation_partition(prepared["tenantId"], prepared["triggerId"], prepared["incarnation"])
+    return InvocationRecord.get(partition, prepared["invocationId"])
 
 
 def test_prepare_event_records_the_pending_invocation(agent: AgentServer) -> None:

@@ -18,10 +18,12 @@ import pytest
 import runner_handler
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial import runner
-from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
+from sundial_local.invoke import adopt_sample_incarnation
 from sundial_local.lambdas import LocalLambdaContext
 from sundial_local.template import resource
+from tests.api_support import registered_open
 from tests.conftest import BASE, EVENTS, ApiClient, Stack
 from tests.runner_support import Harness, Reply, Run, create_trigger, runner_harness, status_change_event, trigger_of
 from tests.template_support import granted, transform_template
@@ -92,7 +94,7 @@ def test_an_execution_stopped_mid_run_is_recorded_as_cancelled(harness: Harness,
     record = run.invocation()
     assert (record.status, record.error, record.completed_at) == ("cancelled", "execution stopped", AT)
     assert [entry["outcome"] for entry in record.attempts] == ["retryable_error"]
-    assert record.open_key is None
+    assert not registered_open(record)
     shown = trigger_of(api, trigger["id"])
     assert (shown["enabled"], shown["lastRunStatus"]) == (True, None)
     # EventBridge delivers at least once: a repeat changes nothing.
@@ -198,7 +200,8 @@ def sample_event() -> dict[str, Any]:
 
 def sample_invocation() -> InvocationRecord:
     run = json.loads(sample_event()["detail"]["input"])
-    return InvocationRecord.get(trigger_pk(run["tenantId"], run["triggerId"]), run["invocationId"])
+    partition = invocation_partition(run["tenantId"], run["triggerId"], run["incarnation"])
+    return InvocationRecord.get(partition, run["invocationId"])
 
 
 @pytest.fixture
@@ -206,6 +209,7 @@ def sample_trigger(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch
     """The trigger the sample event's execution ran for (events/api_create_trigger.json)."""
     body = json.loads(json.loads((EVENTS / "api_create_trigger.json").read_text())["body"])
     assert api.request("POST", BASE, body).status == 201
+    adopt_sample_incarnation(stack.dynamodb, stack.settings.triggers_table)
     monkeypatch.setattr(runner_handler, "runtime", lambda: stack.runtime)
 
 

@@ -339,7 +339,7 @@ def list_agent_triggers(
     limit: Limit = DEFAULT_PAGE_SIZE,
     cursor: Cursor = None,
 ) -> TriggerPage:
-    return triggers.list_triggers(_admit(), tenant_id, project_id, agent_id, limit, cursor)
+    return triggers.list_triggers(runtime(), _admit(), tenant_id, project_id, agent_id, limit, cursor)
 
 
 @app.get(
@@ -351,7 +351,7 @@ def list_agent_triggers(
 def list_project_triggers(
     tenant_id: IdParam, project_id: IdParam, limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None
 ) -> TriggerPage:
-    return triggers.list_triggers(_admit(), tenant_id, project_id, None, limit, cursor)
+    return triggers.list_triggers(runtime(), _admit(), tenant_id, project_id, None, limit, cursor)
 
 
 @app.get(
@@ -366,7 +366,7 @@ def upcoming_runs(
     agent_id: IdParam,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> UpcomingRuns:
-    return triggers.agent_upcoming_runs(_admit(), _path(tenant_id, project_id, agent_id), limit)
+    return triggers.agent_upcoming_runs(runtime(), _admit(), _path(tenant_id, project_id, agent_id), limit)
 
 
 @app.get(
@@ -376,7 +376,7 @@ def upcoming_runs(
     responses=_responses(200, "The trigger with upcomingRuns", 404, *READ_ERRORS),
 )
 def get_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam) -> TriggerDetail:
-    return triggers.get_trigger(_admit(), _path(tenant_id, project_id, agent_id), trigger_id)
+    return triggers.get_trigger(runtime(), _admit(), _path(tenant_id, project_id, agent_id), trigger_id)
 
 
 @app.patch(

@@ -117,6 +117,58 @@ CASES: dict[str, Bad] = {
     "create-name-lone-surrogate": Bad(
         "POST", BASE, 422, "validation_failed", "body.name", raw='{"name": "\\ud800", "cronExpression": "0 2 * * *"}'
     ),
+    # A lone surrogate is valid JSON but no UTF-8 can carry it: stored, every run would fail (SPEC §6).
+    "create-payload-lone-surrogate": Bad(
+        "POST",
+        BASE,
+        422,
+        "validation_failed",
+        "body.payload",
+        raw='{"name": "n", "cronExpression": "0 2 * * *", "payload": {"k": "\\ud800"}}',
+    ),
+    "create-payload-nested-surrogate": Bad(
+        "POST",
+        BASE,
+        422,
+        "validation_failed",
+        "body.payload",
+        raw='{"name": "n", "cronExpression": "0 2 * * *", "payload": {"a": [1, {"b": "x\\udfff"}]}}',
+    ),
+    "create-payload-surrogate-key": Bad(
+        "POST",
+        BASE,
+        422,
+        "validation_failed",
+        "body.payload",
+        raw='{"name": "n", "cronExpression": "0 2 * * *", "payload": {"\\ud83d": 1}}',
+    ),
+    "create-description-lone-surrogate": Bad(
+        "POST",
+        BASE,
+        422,
+        "validation_failed",
+        "body.description",
+        raw='{"name": "n", "cronExpression": "0 2 * * *", "description": "\\ud800"}',
+    ),
+    "create-template-lone-surrogate": Bad(
+        "POST",
+        BASE,
+        422,
+        "validation_failed",
+        "body.messageTemplate",
+        raw='{"name": "n", "cronExpression": "0 2 * * *", "messageTemplate": "hi \\udc00"}',
+    ),
+    "create-ref-lone-surrogate": Bad(
+        "POST",
+        BASE,
+        422,
+        "validation_failed",
+        "body.ref",
+        raw='{"name": "n", "cronExpression": "0 2 * * *", "ref": "\\ud800"}',
+    ),
+    "patch-payload-lone-surrogate": Bad(
+        "PATCH", f"{BASE}/t1", 422, "validation_failed", "body.payload", raw='{"payload": {"k": "\\ud800"}}'
+    ),
     "create-description-2049-chars": invalid("body.description", body(description="d" * 2049)),
     "create-enabled-string": invalid("body.enabled", body(enabled="true")),
     "create-enabled-number": invalid("body.enabled", body(enabled=1)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,19 +15,23 @@ RESERVED_RUN_AS = ("system",)
 RESERVED_RUN_AS_PREFIXES = ("apikey:",)
 
 
-def _parse_roles(raw: Any) -> frozenset[str]:
-    """Roles arrive as a JSON list, or as API Gateway flattens arrays: "[viewer editor]".
+# API Gateway's JWT authorizer flattens a claim that is an array into "[a b c]".
+_FLATTENED_ROLES = re.compile(r"\[([a-z]+(?: [a-z]+)*)?\]")
 
-    Commas and quotes are tolerated too (`["viewer","editor"]` as one string); unknown roles are ignored.
+
+def _parse_roles(raw: Any) -> frozenset[str]:
+    """Roles as API Gateway delivers the claim: a JSON array, or its flattened `[viewer editor]` form.
+
+    Matched exactly (SPEC §8): every element must be a role name as it is; any other shape
+    (`"[viewer] admin"`, `["viewer,admin"]`, `["[admin]"]`) grants nothing, and unknown names are ignored.
     """
     if isinstance(raw, list):
-        items = [str(item) for item in raw]
-    elif isinstance(raw, str):
-        items = raw.strip().strip("[]").replace(",", " ").split()
+        items = [item for item in raw if isinstance(item, str)]
+    elif isinstance(raw, str) and (flattened := _FLATTENED_ROLES.fullmatch(raw)) is not None:
+        items = (flattened.group(1) or "").split(" ")
     else:
         items = []
-    names = (item.strip("\"'") for item in items)
-    return frozenset(name for name in names if name in ROLE_RANK)
+    return frozenset(item for item in items if item in ROLE_RANK)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ never came is re-driven after its lease: the lease is taken over, then steps 2 a
 from __future__ import annotations
 
 import heapq
-import json
 import logging
-import random
 import threading
 import time
 from collections import Counter
@@ -21,85 +19,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
-from typing import Any, TypeVar
+from typing import Any
 
-from botocore.exceptions import ClientError
-from pynamodb.exceptions import PynamoDBException
-
+from sundial.aws_retry import Backoff
 from sundial.dispatch_store import Advance, Claim, Cursor, DispatchStore, DueRow, DynamoDispatchStore, due_row
+from sundial.execution import ExecutionInput
 from sundial.invocations import invocation_id_for, scheduled_execution_name
+from sundial.missed_runs import catch_up_window
 from sundial.runtime import Runtime
 from sundial.schedule import CronSchedule, OneTimeSchedule
-from sundial.storage import TriggerRecord, format_instant
+from sundial.storage import TriggerRecord, due_shard_for, format_instant
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-THROTTLING_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
 # Occurrences counted one by one when catching up; past this many, the scan jumps to the catch-up window.
 MAX_MISSED_SCAN = 100_000
-# An occurrence at most this late is on time and runs whatever its catch-up window: it matches the
-# 60 s a runAt may lie in the past and absorbs a late tick. Older ones are missed (SPEC §4).
-ON_TIME_GRACE = timedelta(seconds=60)
-
-
-def error_code(error: BaseException) -> str | None:
-    """The AWS error code behind a botocore or pynamodb exception."""
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code"))
-    if isinstance(error, PynamoDBException):
-        return error.cause_response_code
-    return None
-
-
-@dataclass
-class Backoff:
-    """Retries AWS throttling with capped exponential backoff and full jitter; `sleep` is injectable.
-
-    Gives up after `attempts` tries, or sooner once the next pause would take the time spent
-    pausing past `budget_seconds` (when set).
-    """
-
-    attempts: int = 8
-    base_seconds: float = 0.05
-    cap_seconds: float = 2.0
-    budget_seconds: float | None = None
-    sleep: Callable[[float], None] = time.sleep
-    on_retry: Callable[[str], None] = lambda _code: None
-
-    def call(self, operation: Callable[[], T]) -> T:
-        paused = 0.0
-        for attempt in range(self.attempts):
-            try:
-                return operation()
-            except (ClientError, PynamoDBException) as error:
-                code = error_code(error)
-                if code not in THROTTLING_CODES or attempt == self.attempts - 1:
-                    raise
-                delay = random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
-                if self.budget_seconds is not None and paused + delay > self.budget_seconds:
-                    raise
-                self.on_retry(code)
-                self.sleep(delay)
-                paused += delay
-        raise AssertionError("unreachable")
+# Rows re-sharded per tick after the shard count was lowered (each is one conditional UpdateItem).
+MAX_RESHARD_PER_TICK = 2_000
 
 
 # StartExecution throttling is the dispatcher's usual limit under load. A claimed occurrence keeps
-# trying for up to 20 s of pauses (well inside the 60 s lease) before it is left to a redrive: with
-# the regional bucket drained, 32 workers share 300 starts a second, and a worker whose pauses have
-# grown to the 1 s cap wins a token less often than one that just started, so a short budget would
-# strand the unlucky ones.
+# trying for up to 20 s (calls and pauses, well inside the 60 s lease) before it is left to a
+# redrive: with the regional bucket drained, 32 workers share 300 starts a second, and a worker
+# whose pauses have grown to the 1 s cap wins a token less often than one that just started, so a
+# short budget would strand the unlucky ones.
 START_BACKOFF = Backoff(attempts=100, base_seconds=0.02, cap_seconds=1.0, budget_seconds=20.0)
 
 
@@ -184,7 +127,7 @@ def plan(row: DueRow, now: datetime) -> Plan:
     """Pick the occurrence to run (SPEC §4, missed runs).
 
     Among the occurrences from `next_run_at` up to now, only the latest may run: when it is on
-    time (at most ON_TIME_GRACE late) or within the trigger's catch-up window. The others are
+    time (at most missed_runs.ON_TIME_GRACE late) or within the trigger's catch-up window. The others are
     skipped and counted. An occurrence still ahead (claimed within the lookahead) simply runs.
     """
     assert row.next_run_at is not None
@@ -192,7 +135,7 @@ def plan(row: DueRow, now: datetime) -> Plan:
     observed = row.next_run_at
     if observed > now:
         return Plan(observed, schedule.next_after(observed), 0)
-    window = max(timedelta(seconds=row.catch_up_window_seconds), ON_TIME_GRACE)
+    window = catch_up_window(row.catch_up_window_seconds)
     latest, count, following = _occurrences_up_to(schedule, observed, now, window)
     if now - latest <= window:
         return Plan(latest, following, count - 1)
@@ -209,6 +152,7 @@ def schedule_actions(record: TriggerRecord) -> list[Any]:
         "claim_for",
         "claim_name",
         "claim_version",
+        "dispatched_for",
     )
     actions: list[Any] = []
     for name in names:
@@ -229,18 +173,19 @@ class StartRequest:
 
 def start_request(row: DueRow, claim: Claim) -> StartRequest:
     """The runner's input for a claimed occurrence; the same claim always gives the same input."""
-    payload = {
-        "tenantId": row.tenant_id,
-        "projectId": row.project_id,
-        "agentId": row.agent_id,
-        "triggerId": row.trigger_id,
-        "invocationId": invocation_id_for(claim.name, claim.occurrence),
-        "kind": "scheduled",
-        "scheduledFor": format_instant(claim.occurrence),
-        "scheduleVersion": claim.version,
-        "idempotencyKey": claim.name,
-    }
-    return StartRequest(claim.name, json.dumps(payload, separators=(",", ":")), claim.occurrence)
+    run = ExecutionInput(
+        tenant_id=row.tenant_id,
+        project_id=row.project_id,
+        agent_id=row.agent_id,
+        trigger_id=row.trigger_id,
+        incarnation=row.incarnation,
+        invocation_id=invocation_id_for(claim.name, claim.occurrence),
+        kind="scheduled",
+        scheduled_for=format_instant(claim.occurrence),
+        schedule_version=claim.version,
+        idempotency_key=claim.name,
+    )
+    return StartRequest(claim.name, run.to_json(), claim.occurrence)
 
 
 @dataclass
@@ -279,19 +224,62 @@ class Dispatcher:
                 logger.exception("dispatch failed for trigger %s", row.pk)
                 report.add("errors")
 
+        shards_in_use = self._shards_in_use(report)
         slots = threading.BoundedSemaphore(settings.dispatch_concurrency * 2)
         with ThreadPoolExecutor(settings.dispatch_concurrency, thread_name_prefix="dispatch") as pool:
-            for row in self._due_rows(format_instant(horizon), report):
+            for row in self._due_rows(format_instant(horizon), shards_in_use, report):
                 if low_on_time():
                     break
                 slots.acquire()
                 pool.submit(work, row).add_done_callback(lambda _done: slots.release())
+        if shards_in_use > settings.due_shard_count and not low_on_time():
+            self.reshard(shards_in_use, report)
         report.duration_seconds = time.monotonic() - started
         return report
 
-    def _due_rows(self, until: str, report: TickReport) -> Iterator[DueRow]:
+    def _shards_in_use(self, report: TickReport) -> int:
+        """How many shards to read: the configured count, or more while rows of a larger one remain.
+
+        The marker in the table remembers the highest shard count in use; a tick with a higher
+        configured count raises it, so lowering the count later still finds every row.
+        """
+        count = self.runtime.settings.due_shard_count
+        retry = self._retrying(self.backoff, report)
+        marker = retry.call(self.store.shard_marker)
+        if marker is None or marker < count:
+            retry.call(lambda: self.store.raise_marker(count))
+            return count
+        return marker
+
+    def reshard(self, shards_in_use: int, report: TickReport) -> None:
+        """Move rows out of the shards above the configured count; lower the marker once none is left.
+
+        Claims and releases re-shard the rows they write as well, so this only has to reach the
+        rows with nothing due soon. At most MAX_RESHARD_PER_TICK rows a tick; the rest next tick.
+        """
+        count = self.runtime.settings.due_shard_count
+        retry = self._retrying(self.backoff, report)
+        found = 0
+        for shard in range(count, shards_in_use):
+            cursor: Cursor | None = None
+            while found < MAX_RESHARD_PER_TICK:
+                rows, cursor = retry.call(partial(self.store.shard_page, shard, cursor))
+                for row in rows[: MAX_RESHARD_PER_TICK - found]:
+                    found += 1
+                    target = due_shard_for(row.tenant_id, row.trigger_id, count)
+                    if retry.call(partial(self.store.move_shard, row, target)):
+                        report.add("resharded")
+                if cursor is None:
+                    break
+        if found == 0 and retry.call(lambda: self.store.lower_marker(shards_in_use, count)):
+            logger.info("due index re-sharded from %s to %s shards", shards_in_use, count)
+
+    def _target_shard(self, row: DueRow) -> int:
+        return due_shard_for(row.tenant_id, row.trigger_id, self.runtime.settings.due_shard_count)
+
+    def _due_rows(self, until: str, shard_count: int, report: TickReport) -> Iterator[DueRow]:
         """Every shard's due rows merged into one stream in `due_at` order, read a page at a time."""
-        shards = [self._shard_rows(shard, until, report) for shard in range(self.runtime.settings.due_shard_count)]
+        shards = [self._shard_rows(shard, until, report) for shard in range(shard_count)]
         return heapq.merge(*shards, key=lambda row: row.due_at or "")
 
     def _shard_rows(self, shard: int, until: str, report: TickReport) -> Iterator[DueRow]:
@@ -336,7 +324,7 @@ class Dispatcher:
         write = self._retrying(self.backoff, report)
         if step.occurrence is None:
             finished = row.run_at is not None and step.next_run_at is None
-            advance = Advance(step.next_run_at, step.skipped, finished=finished)
+            advance = Advance(step.next_run_at, step.skipped, self._target_shard(row), finished=finished)
             if write.call(lambda: self.store.advance(row, advance)):
                 report.add("missed_skipped", step.skipped)
             else:
@@ -348,7 +336,7 @@ class Dispatcher:
         claim = Claim(step.occurrence, name, row.schedule_version)
         request = start_request(row, claim)
         lease_until = now + timedelta(seconds=self.runtime.settings.claim_lease_seconds)
-        advance = Advance(step.next_run_at, step.skipped, claim, lease_until)
+        advance = Advance(step.next_run_at, step.skipped, self._target_shard(row), claim, lease_until)
         if not write.call(lambda: self.store.advance(row, advance)):
             report.add("claim_conflicts")
             return
@@ -394,7 +382,8 @@ class Dispatcher:
 
     def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, report: TickReport) -> bool:
         """Write 2; a failed condition means an edit, a delete or a redrive already took the claim off."""
-        if self._retrying(self.backoff, report).call(lambda: self.store.release(row, claim, next_run_at)):
+        shard = self._target_shard(row)
+        if self._retrying(self.backoff, report).call(lambda: self.store.release(row, claim, next_run_at, shard)):
             return True
         report.add("claim_conflicts")
         return False

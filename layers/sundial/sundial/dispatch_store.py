@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pynamodb.constants import NONE
+from pynamodb.exceptions import DoesNotExist
 
-from sundial.storage import TriggerRecord, condition_held, format_instant
+from sundial.storage import ShardMarkerRecord, TriggerRecord, condition_held, format_instant
 
 QUERY_PAGE_SIZE = 1000
 Cursor = dict[str, Any]
@@ -50,18 +51,21 @@ class DueRow:
     next_run_at: datetime | None
     due_at: str | None
     claim: Claim | None
+    due_shard: int | None = None
 
 
 @dataclass(frozen=True)
 class Advance:
     """Write 1: move `next_run_at` past the observed occurrence, with a leased claim or without one.
 
+    `shard` is the due shard the row belongs in under the current shard count (re-shard on write).
     `finished` marks a one-time trigger whose only occurrence was skipped: it is disabled, as a
     one-time trigger is once its run is over.
     """
 
     next_run_at: datetime | None
     skipped: int
+    shard: int
     claim: Claim | None = None
     lease_until: datetime | None = None
     finished: bool = False
@@ -80,8 +84,28 @@ class DispatchStore(Protocol):
         """Take over an expired claim, if it is still the one read, with the lease `due_at` read."""
         ...
 
-    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None) -> bool:
+    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, shard: int) -> bool:
         """Write 2: drop `claim` if it is still outstanding; the row goes back to its next run or leaves the index."""
+        ...
+
+    def shard_marker(self) -> int | None:
+        """The highest shard count whose rows may still be in the index (strongly consistent)."""
+        ...
+
+    def raise_marker(self, shard_count: int) -> None:
+        """Record `shard_count` as in use unless a higher one already is."""
+        ...
+
+    def lower_marker(self, observed: int, shard_count: int) -> bool:
+        """Replace the marker `observed` by `shard_count` once no row is left in the shards above it."""
+        ...
+
+    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+        """One page of every row in a shard, whatever its `due_at` (to re-shard it)."""
+        ...
+
+    def move_shard(self, row: DueRow, shard: int) -> bool:
+        """Move a row that is still in the shard it was read from to `shard`."""
         ...
 
 
@@ -105,14 +129,20 @@ def due_row(record: TriggerRecord) -> DueRow:
         next_run_at=record.next_run_at,
         due_at=record.due_at,
         claim=claim,
+        due_shard=int(record.due_shard) if record.due_shard is not None else None,
     )
 
 
-def _next_run_actions(next_run_at: datetime | None) -> list[Any]:
-    """Back in the index at the next run, or out of it (keys removed) when there is none."""
+def _next_run_actions(next_run_at: datetime | None, shard: int) -> list[Any]:
+    """Back in the index at the next run (in its current shard), or out of it when there is none."""
     if next_run_at is None:
         return [TriggerRecord.due_at.remove(), TriggerRecord.due_shard.remove()]
-    return [TriggerRecord.due_at.set(format_instant(next_run_at))]
+    return [TriggerRecord.due_at.set(format_instant(next_run_at)), TriggerRecord.due_shard.set(shard)]
+
+
+def _same_trigger(row: DueRow) -> Any:
+    """The item is still the incarnation that was read: a re-created trigger under the same id is not."""
+    return TriggerRecord.incarnation == row.incarnation
 
 
 class DynamoDispatchStore:
@@ -130,7 +160,8 @@ class DynamoDispatchStore:
 
     def advance(self, row: DueRow, step: Advance) -> bool:
         condition = (
-            (TriggerRecord.next_run_at == row.next_run_at)
+            _same_trigger(row)
+            & (TriggerRecord.next_run_at == row.next_run_at)
             & (TriggerRecord.schedule_version == row.schedule_version)
             & TriggerRecord.claim_name.does_not_exist()
         )
@@ -147,10 +178,12 @@ class DynamoDispatchStore:
                 TriggerRecord.claim_for.set(step.claim.occurrence),
                 TriggerRecord.claim_name.set(step.claim.name),
                 TriggerRecord.claim_version.set(step.claim.version),
+                TriggerRecord.dispatched_for.set(step.claim.occurrence),
                 TriggerRecord.due_at.set(format_instant(step.lease_until)),
+                TriggerRecord.due_shard.set(step.shard),
             ]
         else:
-            actions += _next_run_actions(step.next_run_at)
+            actions += _next_run_actions(step.next_run_at, step.shard)
         if step.finished:
             actions += [TriggerRecord.enabled.set(False), TriggerRecord.schedule_version.add(1)]
         return self._update(row.pk, actions, condition)
@@ -158,17 +191,42 @@ class DynamoDispatchStore:
     def renew_lease(self, row: DueRow, lease_until: datetime) -> bool:
         assert row.claim is not None
         assert row.due_at is not None
-        condition = (TriggerRecord.claim_name == row.claim.name) & (TriggerRecord.due_at == row.due_at)
+        condition = (
+            _same_trigger(row) & (TriggerRecord.claim_name == row.claim.name) & (TriggerRecord.due_at == row.due_at)
+        )
         return self._update(row.pk, [TriggerRecord.due_at.set(format_instant(lease_until))], condition)
 
-    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None) -> bool:
+    def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, shard: int) -> bool:
         actions: list[Any] = [
             TriggerRecord.claim_for.remove(),
             TriggerRecord.claim_name.remove(),
             TriggerRecord.claim_version.remove(),
-            *_next_run_actions(next_run_at),
+            *_next_run_actions(next_run_at, shard),
         ]
-        return self._update(row.pk, actions, TriggerRecord.claim_name == claim.name)
+        return self._update(row.pk, actions, _same_trigger(row) & (TriggerRecord.claim_name == claim.name))
+
+    def shard_marker(self) -> int | None:
+        try:
+            return int(ShardMarkerRecord.get(ShardMarkerRecord.pk.default, consistent_read=True).shard_count)
+        except DoesNotExist:
+            return None
+
+    def raise_marker(self, shard_count: int) -> None:
+        marker = ShardMarkerRecord(shard_count=shard_count)
+        lower = ShardMarkerRecord.shard_count.does_not_exist() | (ShardMarkerRecord.shard_count < shard_count)
+        condition_held(lambda: marker.save(condition=lower))
+
+    def lower_marker(self, observed: int, shard_count: int) -> bool:
+        marker = ShardMarkerRecord(shard_count=shard_count)
+        return condition_held(lambda: marker.save(condition=ShardMarkerRecord.shard_count == observed))
+
+    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+        results = TriggerRecord.due.query(shard, limit=QUERY_PAGE_SIZE, last_evaluated_key=cursor)
+        return [due_row(record) for record in results], results.last_evaluated_key
+
+    def move_shard(self, row: DueRow, shard: int) -> bool:
+        condition = _same_trigger(row) & (TriggerRecord.due_shard == row.due_shard)
+        return self._update(row.pk, [TriggerRecord.due_shard.set(shard)], condition)
 
     @staticmethod
     def _update(pk: str, actions: list[Any], condition: Any) -> bool:

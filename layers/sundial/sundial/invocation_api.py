@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sundial import invocations
 from sundial.auth import Principal
-from sundial.dispatch import Backoff
+from sundial.aws_retry import Backoff
 from sundial.errors import ConflictError, FieldProblem, ValidationFailedError
+from sundial.execution import ExecutionInput
 from sundial.invocations import compact_instant
 from sundial.models import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
 from sundial.pagination import decode_cursor, encode_cursor, last_key
@@ -22,7 +22,7 @@ from sundial.storage import (
     TriggerRecord,
     condition_held,
     format_instant,
-    trigger_pk,
+    invocation_partition,
 )
 from sundial.triggers import AgentPath, load_trigger
 
@@ -56,8 +56,8 @@ def _query_instant(value: str | None, field_name: str) -> datetime | None:
 def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, query: InvocationQuery) -> InvocationPage:
     """Newest first; `from`/`to` bound scheduledFor (inclusive) through the sort key, `status` filters."""
     principal.require_tenant(path.tenant_id)
-    load_trigger(path, trigger_id)
-    key = trigger_pk(path.tenant_id, trigger_id)
+    trigger = load_trigger(path, trigger_id)
+    key = invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)
     start = decode_cursor(query.cursor, {"trigger_key": key, "invocation_id": None})
     lower, upper = _query_instant(query.from_, "from"), _query_instant(query.to, "to")
     if lower is not None and upper is not None and lower > upper:
@@ -81,33 +81,32 @@ def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, que
 
 def get_invocation(principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> Invocation:
     principal.require_tenant(path.tenant_id)
-    load_trigger(path, trigger_id)
-    return invocations.to_api(invocations.load(path.tenant_id, trigger_id, invocation_id))
+    trigger = load_trigger(path, trigger_id)
+    return invocations.to_api(invocations.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id))
 
 
 def cancel_invocation(
     runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str
 ) -> Invocation:
     principal.require_tenant(path.tenant_id, "editor")
-    load_trigger(path, trigger_id)
-    record = invocations.load(path.tenant_id, trigger_id, invocation_id)
+    trigger = load_trigger(path, trigger_id)
+    record = invocations.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id)
     return invocations.to_api(invocations.cancel(runtime, record, "cancelled by request"))
 
 
-def _manual_input(record: InvocationRecord) -> str:
-    return json.dumps(
-        {
-            "tenantId": record.tenant_id,
-            "projectId": record.project_id,
-            "agentId": record.agent_id,
-            "triggerId": record.trigger_id,
-            "invocationId": record.invocation_id,
-            "kind": record.kind,
-            "scheduledFor": format_instant(record.scheduled_for),
-            "scheduleVersion": None,
-            "idempotencyKey": record.idempotency_key,
-        },
-        separators=(",", ":"),
+def execution_input(record: InvocationRecord) -> ExecutionInput:
+    """The runner's input for an invocation recorded before its execution started (run-now, rerun, resume)."""
+    return ExecutionInput(
+        tenant_id=record.tenant_id,
+        project_id=record.project_id,
+        agent_id=record.agent_id,
+        trigger_id=record.trigger_id,
+        incarnation=record.incarnation,
+        invocation_id=record.invocation_id,
+        kind=record.kind,
+        scheduled_for=format_instant(record.scheduled_for),
+        schedule_version=int(record.schedule_version) if record.schedule_version is not None else None,
+        idempotency_key=record.idempotency_key,
     )
 
 
@@ -120,13 +119,16 @@ def _start_manual(
     rerun_of: str | None = None,
 ) -> RunAccepted:
     """Record a pending invocation, then start its execution; a repeat finds the same execution."""
-    name = invocations.manual_execution_name(kind, trigger.tenant_id, trigger.trigger_id, invocation_id)
+    name = invocations.manual_execution_name(
+        kind, trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id
+    )
     record = invocations.new_invocation(
         runtime,
         tenant_id=trigger.tenant_id,
         project_id=trigger.project_id,
         agent_id=trigger.agent_id,
         trigger_id=trigger.trigger_id,
+        incarnation=trigger.incarnation,
         kind=kind,
         invocation_id=invocation_id,
         idempotency_key=idempotency_key,
@@ -135,20 +137,20 @@ def _start_manual(
         execution_name=name,
         rerun_of=rerun_of,
     )
-    if not invocations.put_if_absent(record):
-        record = invocations.load(trigger.tenant_id, trigger.trigger_id, invocation_id)
+    if not invocations.put_if_absent(runtime, record):
+        record = invocations.load(trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
     sfn = runtime.sfn
     try:
         Backoff().call(
             lambda: sfn.start_execution(
-                stateMachineArn=runtime.settings.state_machine_arn, name=name, input=_manual_input(record)
+                stateMachineArn=runtime.settings.state_machine_arn, name=name, input=execution_input(record).to_json()
             )
         )
     except sfn.exceptions.ExecutionAlreadyExists:
         pass
     except Exception:
         # Nothing will ever run it: do not leave it pending (it would count as an overlapping run).
-        invocations.finish(record, "failed", runtime.now(), "the run could not be started")
+        invocations.finish(runtime, record, "failed", "the run could not be started")
         raise
     assert record.execution_arn is not None
     return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)
@@ -161,16 +163,21 @@ def _new_manual_id(now: datetime) -> str:
 def run_now(
     runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, idempotency_key: str | None
 ) -> RunAccepted:
-    """Start a manual run; the same `Idempotency-Key` returns the invocation the first request made."""
+    """Start a manual run; the same `Idempotency-Key` returns the invocation the first request made.
+
+    It runs as the trigger's runAs user, so it needs the right to change the trigger (SPEC §8). Keys
+    are scoped to the incarnation: a re-created trigger never answers with its predecessor's run.
+    """
     principal.require_tenant(path.tenant_id, "editor")
     trigger = load_trigger(path, trigger_id)
+    principal.require_can_change(trigger.created_by, trigger.run_as_user_id)
     now = runtime.now()
     if idempotency_key is None:
         invocation_id = _new_manual_id(now)
         return _start_manual(runtime, trigger, "manual", invocation_id, f"manual:{invocation_id}")
     key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
     mapping = IdempotencyRecord(
-        f"{trigger_pk(path.tenant_id, trigger_id)}#idempotency",
+        f"{invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)}#idempotency",
         key_hash,
         target_invocation_id=_new_manual_id(now),
         expires_at=now + IDEMPOTENCY_TTL,
@@ -183,7 +190,8 @@ def run_now(
 def rerun(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> RunAccepted:
     principal.require_tenant(path.tenant_id, "editor")
     trigger = load_trigger(path, trigger_id)
-    original = invocations.load(path.tenant_id, trigger_id, invocation_id)
+    principal.require_can_change(trigger.created_by, trigger.run_as_user_id)
+    original = invocations.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id)
     if original.status in invocations.UNFINISHED:
         raise ConflictError(f"Invocation '{invocation_id}' is still {original.status}; only finished ones re-run")
     new_id = _new_manual_id(runtime.now())

@@ -16,10 +16,20 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
+from sundial.aws_retry import Backoff
 from sundial.errors import ConflictError, NotFoundError
 from sundial.models import Attempt, Invocation, InvocationKind, InvocationStatus
+from sundial.retry_policy import UNFINISHED_RETENTION
 from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord, TriggerRecord, condition_held, trigger_pk
+from sundial.storage import (
+    OPEN_REGISTER_KEY,
+    InvocationRecord,
+    OpenRegisterRecord,
+    TriggerRecord,
+    condition_held,
+    invocation_partition,
+    trigger_pk,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +62,10 @@ def invocation_id_for(idempotency_key: str, scheduled_for: datetime) -> str:
     return f"{compact_instant(scheduled_for)}-{_digest(idempotency_key, length=20)}"
 
 
-def manual_execution_name(kind: InvocationKind, tenant_id: str, trigger_id: str, invocation_id: str) -> str:
-    return f"{kind[0]}-{_digest(tenant_id, trigger_id)}-{invocation_id}"
+def manual_execution_name(
+    kind: InvocationKind, tenant_id: str, trigger_id: str, incarnation: str, invocation_id: str
+) -> str:
+    return f"{kind[0]}-{_digest(tenant_id, trigger_id, incarnation)}-{invocation_id}"
 
 
 def execution_arn_for(state_machine_arn: str, execution_name: str) -> str:
@@ -61,8 +73,10 @@ def execution_arn_for(state_machine_arn: str, execution_name: str) -> str:
     return f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{execution_name}"
 
 
-def expiry_for(runtime: Runtime, created_at: datetime) -> datetime:
-    return created_at + timedelta(days=runtime.settings.invocation_retention_days)
+def expiry_for(runtime: Runtime, moment: datetime, *, finished: bool) -> datetime:
+    """When TTL may delete a record: the retention after it finished, and never while its run may still go on."""
+    retention = timedelta(days=runtime.settings.invocation_retention_days)
+    return moment + retention if finished else moment + max(retention, UNFINISHED_RETENTION)
 
 
 def new_invocation(
@@ -72,6 +86,7 @@ def new_invocation(
     project_id: str,
     agent_id: str,
     trigger_id: str,
+    incarnation: str,
     kind: InvocationKind,
     invocation_id: str,
     idempotency_key: str,
@@ -84,7 +99,7 @@ def new_invocation(
 ) -> InvocationRecord:
     """A pending record; `execution_arn` defaults to the one `execution_name` gets in the configured machine."""
     now = runtime.now()
-    key = trigger_pk(tenant_id, trigger_id)
+    key = invocation_partition(tenant_id, trigger_id, incarnation)
     if execution_arn is None and runtime.settings.state_machine_arn:
         execution_arn = execution_arn_for(runtime.settings.state_machine_arn, execution_name)
     return InvocationRecord(
@@ -94,6 +109,7 @@ def new_invocation(
         project_id=project_id,
         agent_id=agent_id,
         trigger_id=trigger_id,
+        incarnation=incarnation,
         kind=kind,
         status="pending",
         scheduled_for=scheduled_for,
@@ -107,27 +123,43 @@ def new_invocation(
         execution_arn=execution_arn,
         schedule_version=schedule_version,
         rerun_of=rerun_of,
-        open_key=key,
-        expires_at=expiry_for(runtime, now),
+        expires_at=expiry_for(runtime, now, finished=False),
     )
 
 
-def put_if_absent(record: InvocationRecord) -> bool:
-    """Create the record unless one with the same id exists; True when this call created it."""
+def _register(runtime: Runtime, partition: str, invocation_id: str, *, add: bool) -> None:
+    """Add an id to (or drop it from) its incarnation's register of unfinished invocations."""
+    register = OpenRegisterRecord(partition)
+    ids = {invocation_id}
+    if add:
+        expires = expiry_for(runtime, runtime.now(), finished=False)
+        register.update(actions=[OpenRegisterRecord.open_ids.add(ids), OpenRegisterRecord.expires_at.set(expires)])
+    else:
+        register.update(actions=[OpenRegisterRecord.open_ids.delete(ids)])
+
+
+def put_if_absent(runtime: Runtime, record: InvocationRecord) -> bool:
+    """Register the record as unfinished, then create it unless it exists; True when this call created it.
+
+    Registered first, so no moment exists where it is pending but unregistered; a crash in between
+    leaves an id with no record, which readers pass over.
+    """
+    _register(runtime, record.trigger_key, record.invocation_id, add=True)
     return condition_held(lambda: record.save(condition=InvocationRecord.invocation_id.does_not_exist()))
 
 
-def load(tenant_id: str, trigger_id: str, invocation_id: str) -> InvocationRecord:
+def load(tenant_id: str, trigger_id: str, incarnation: str, invocation_id: str) -> InvocationRecord:
+    partition = invocation_partition(tenant_id, trigger_id, incarnation)
     try:
-        return InvocationRecord.get(trigger_pk(tenant_id, trigger_id), invocation_id, consistent_read=True)
+        return InvocationRecord.get(partition, invocation_id, consistent_read=True)
     except DoesNotExist:
         raise NotFoundError(f"Invocation '{invocation_id}' not found") from None
 
 
 def finish(
+    runtime: Runtime,
     record: InvocationRecord,
     status: InvocationStatus,
-    now: datetime,
     error: str | None = None,
     also: Sequence[Any] = (),
     only_from: Collection[str] = UNFINISHED,
@@ -136,33 +168,42 @@ def finish(
 
     False when it was already final: a cancellation is never overwritten. `only_from` narrows the
     statuses it may leave (e.g. only `pending`, for a run that must not be stopped once running).
+    The retention clock starts at the end, so a long run is never deleted before its history is kept.
     """
+    now = runtime.now()
     actions: list[Any] = [
         *also,
         InvocationRecord.status.set(status),
         InvocationRecord.completed_at.set(now),
-        InvocationRecord.open_key.remove(),
+        InvocationRecord.expires_at.set(expiry_for(runtime, now, finished=True)),
     ]
     if error is not None:
         actions.append(InvocationRecord.error.set(error))
-    return condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from)))
+    if not condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from))):
+        return False
+    _register(runtime, record.trigger_key, record.invocation_id, add=False)
+    return True
 
 
 def stop_execution(runtime: Runtime, record: InvocationRecord, cause: str) -> None:
     """Stop the record's execution if it still runs; an already finished or unknown one is fine."""
     if not record.execution_arn:
         return
+    sfn = runtime.sfn
     try:
-        runtime.sfn.stop_execution(executionArn=record.execution_arn, cause=cause)
-    except runtime.sfn.exceptions.ExecutionDoesNotExist:
+        Backoff().call(lambda: sfn.stop_execution(executionArn=record.execution_arn, cause=cause))
+    except sfn.exceptions.ExecutionDoesNotExist:
         logger.info("execution %s does not exist (not started yet)", record.execution_arn)
 
 
-def use_up_one_time_trigger(runtime: Runtime, trigger: TriggerRecord, schedule_version: int | None) -> bool:
+def use_up_one_time_trigger(
+    runtime: Runtime, trigger: TriggerRecord, incarnation: str, schedule_version: int | None
+) -> bool:
     """A one-time trigger's occurrence has ended: enabled=false and out of the due index (SPEC §4).
 
-    One conditional write, which leaves alone a cron trigger and a trigger re-scheduled since the
-    claim (every change of runAt or enabled bumps schedule_version). True when it disabled the trigger.
+    One conditional write, which leaves alone a cron trigger, a trigger re-scheduled since the claim
+    (every change of runAt or enabled bumps schedule_version) and a re-created one (another
+    incarnation). True when it disabled the trigger.
     """
     actions: list[Action] = [
         TriggerRecord.enabled.set(False),
@@ -173,7 +214,11 @@ def use_up_one_time_trigger(runtime: Runtime, trigger: TriggerRecord, schedule_v
         TriggerRecord.due_shard.remove(),
         TriggerRecord.due_at.remove(),
     ]
-    unchanged_one_time = (TriggerRecord.schedule_version == schedule_version) & TriggerRecord.run_at.exists()
+    unchanged_one_time = (
+        (TriggerRecord.incarnation == incarnation)
+        & (TriggerRecord.schedule_version == schedule_version)
+        & TriggerRecord.run_at.exists()
+    )
     if condition_held(lambda: trigger.update(actions=actions, condition=unchanged_one_time)):
         return True
     logger.info(
@@ -190,34 +235,44 @@ def cancel(runtime: Runtime, record: InvocationRecord, reason: str, *, use_up: b
     """
     if record.status == "cancelled":
         return record
-    if record.status in FINISHED or not finish(record, "cancelled", runtime.now(), reason):
+    if record.status in FINISHED or not finish(runtime, record, "cancelled", reason):
         record.refresh(consistent_read=True)
         if record.status == "cancelled":
             return record
         raise ConflictError(f"Invocation '{record.invocation_id}' is already {record.status}")
     if use_up and record.kind == "scheduled" and record.schedule_version is not None:
-        use_up_one_time_trigger(runtime, TriggerRecord(record.trigger_key), int(record.schedule_version))
+        trigger = TriggerRecord(trigger_pk(record.tenant_id, record.trigger_id))
+        use_up_one_time_trigger(runtime, trigger, record.incarnation, int(record.schedule_version))
     stop_execution(runtime, record, reason)
     return record
 
 
-def open_invocations(tenant_id: str, trigger_id: str) -> list[InvocationRecord]:
-    """The trigger's pending/running invocations, read through the sparse `open` index."""
-    key = trigger_pk(tenant_id, trigger_id)
-    keys = [item.invocation_id for item in InvocationRecord.open.query(key)]
+def open_invocations(tenant_id: str, trigger_id: str, incarnation: str) -> list[InvocationRecord]:
+    """An incarnation's pending/running invocations, oldest first, by strongly consistent reads.
+
+    The register may still name a run that finished a moment ago (its finish and its deregistration
+    are two writes), or one whose record is not written yet: each is read again and kept only if open.
+    """
+    partition = invocation_partition(tenant_id, trigger_id, incarnation)
+    try:
+        register = OpenRegisterRecord.get(partition, OPEN_REGISTER_KEY, consistent_read=True)
+    except DoesNotExist:
+        return []
     found: list[InvocationRecord] = []
-    for invocation_id in keys:
+    for invocation_id in sorted(register.open_ids or ()):
         try:
-            found.append(InvocationRecord.get(key, invocation_id, consistent_read=True))
+            record = InvocationRecord.get(partition, invocation_id, consistent_read=True)
         except DoesNotExist:
             continue
+        if record.status in UNFINISHED:
+            found.append(record)
     return found
 
 
-def cancel_all_open(runtime: Runtime, tenant_id: str, trigger_id: str, reason: str) -> int:
+def cancel_all_open(runtime: Runtime, trigger: TriggerRecord, reason: str) -> int:
     """Cancel every unfinished invocation of a trigger that is about to be deleted; returns how many."""
     cancelled = 0
-    for record in open_invocations(tenant_id, trigger_id):
+    for record in open_invocations(trigger.tenant_id, trigger.trigger_id, trigger.incarnation):
         try:
             cancel(runtime, record, reason, use_up=False)
         except ConflictError:

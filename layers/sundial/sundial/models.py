@@ -57,10 +57,45 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _invalid_text_at(value: Any) -> str | None:
+    """The path (`a.b[2]`) of the first string or key in a JSON value that is not valid Unicode, if any."""
+    pending: list[tuple[Any, str]] = [(value, "")]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str) and not _is_valid_unicode(item):
+            return path or "(the value)"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not _is_valid_unicode(key):
+                    return f"{path}.{key!a}".lstrip(".")
+                pending.append((child, f"{path}.{key}".lstrip(".")))
+        elif isinstance(item, list):
+            pending.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return None
+
+
+def _is_valid_unicode(text: str) -> bool:
+    """False for lone surrogates (`"\ud800"` in JSON): valid JSON, but no UTF-8 can carry them to the agent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _valid_unicode(value: str) -> str:
+    if not _is_valid_unicode(value):
+        raise ValueError("must be valid Unicode text (it contains a lone surrogate such as \\ud800)")
+    return value
+
+
 def _payload_within_limit(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Size and nesting bounds; deeper nesting than serialisers handle would fail on every later read."""
+    """Size, nesting and text bounds: what would fail on every later run is refused now, naming where."""
     if value is None:
         return None
+    bad_text = _invalid_text_at(value)
+    if bad_text is not None:
+        raise ValueError(f"must hold only valid Unicode text; {bad_text} contains a lone surrogate such as \\ud800")
     if _depth(value) > MAX_PAYLOAD_DEPTH:
         raise ValueError(f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep")
     if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_PAYLOAD_BYTES:
@@ -69,8 +104,10 @@ def _payload_within_limit(value: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 TriggerId = Annotated[Identifier, AfterValidator(_not_reserved)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
-Description = Annotated[str, StringConstraints(max_length=2048)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256), AfterValidator(_valid_unicode)
+]
+Description = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_valid_unicode)]
 CronText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 ZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -85,12 +122,16 @@ def _representable_in_utc(value: datetime) -> datetime:
 
 Instant = Annotated[AwareDatetime, BeforeValidator(_require_iso_string), AfterValidator(_representable_in_utc)]
 Payload = Annotated[dict[str, Any], AfterValidator(_payload_within_limit)]
-MessageTemplate = Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS)]
+MessageTemplate = Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS), AfterValidator(_valid_unicode)]
 MaxRetries = Annotated[StrictInt, Field(ge=0, le=10)]
 RetryDelay = Annotated[StrictInt, Field(ge=10, le=3600)]
 TimeoutSeconds = Annotated[StrictInt, Field(ge=30, le=780)]
-RunAsUser = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Ref = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+RunAsUser = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
+Ref = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s\x00-\x1f\x7f]+$"),
+    AfterValidator(_valid_unicode),
+]
 CatchUpWindow = Annotated[StrictInt, Field(ge=0, le=604800)]
 OverlapPolicy = Literal["allow", "skip"]
 InvocationStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]

@@ -26,52 +26,30 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, Json
-from pydantic.alias_generators import to_camel
+from pydantic import Field, Json
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
 from sundial import invocations
 from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome, render_message
 from sundial.errors import NotFoundError
-from sundial.models import InvocationKind, InvocationStatus
+from sundial.execution import ExecutionInput, StateModel
+from sundial.missed_runs import may_start
+from sundial.models import InvocationStatus
+from sundial.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
 from sundial.runtime import Runtime
+from sundial.schedule import CronSchedule, OneTimeSchedule
 from sundial.storage import InvocationRecord, TriggerRecord, condition_held, format_instant, parse_instant, trigger_pk
 
 logger = logging.getLogger(__name__)
 
-RETRY_DELAY_CAP_SECONDS = 6 * 3600
-RETRY_JITTER = 0.3
-# The Attempt Task's timeout is the trigger's HTTP timeout plus room for the step's own reads and writes.
-TASK_TIMEOUT_MARGIN_SECONDS = 60
-DEFAULT_TIMEOUT_SECONDS = 780
 SUPERSEDED = "superseded"
+MISSED = "missed: its first attempt came too late for the trigger's catch-up window, or a later occurrence was due"
 EXECUTION_STOPPED = "execution stopped"
 EXECUTION_TIMED_OUT = "the execution timed out"
 MAX_ERROR_CHARS = 1000
 
 Outcome = Literal["pending", "retry", "completed", "failed", "cancelled", "skipped"]
-INSTANT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
-
-
-class StateModel(BaseModel):
-    """camelCase JSON, as the state machine carries it; unknown keys are ignored, not rejected."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-class ExecutionInput(StateModel):
-    """What the dispatcher (scheduled) or the API (manual, rerun) starts an execution with."""
-
-    tenant_id: str
-    project_id: str
-    agent_id: str
-    trigger_id: str
-    invocation_id: str
-    kind: InvocationKind
-    scheduled_for: str = Field(pattern=INSTANT_PATTERN)
-    schedule_version: int | None
-    idempotency_key: str
 
 
 class PrepareEvent(StateModel):
@@ -119,16 +97,6 @@ class Agent(Protocol):
     def call(self, request: AgentRequest, timeout_seconds: float) -> AgentResult: ...
 
 
-def retry_delay_seconds(base_seconds: int, retry: int, rng: Callable[[], float] = random.random) -> int:
-    """Wait before retry `retry` (1…maxRetries): base * 2^(retry-1) * (1 + U[0, 0.3)), capped at 6 h.
-
-    Rounded down to whole seconds (a Wait state's SecondsPath takes integers), which keeps it
-    within the bounds for the integer bases the API allows.
-    """
-    delay = base_seconds * 2 ** (retry - 1) * (1 + RETRY_JITTER * rng())
-    return min(int(delay), RETRY_DELAY_CAP_SECONDS)
-
-
 def attempt_timeout_for(trigger: TriggerRecord | None) -> int:
     timeout = int(trigger.timeout_seconds) if trigger is not None else DEFAULT_TIMEOUT_SECONDS
     return timeout + TASK_TIMEOUT_MARGIN_SECONDS
@@ -143,7 +111,7 @@ def find_trigger(tenant_id: str, trigger_id: str) -> TriggerRecord | None:
 
 def find_invocation(run: ExecutionInput) -> InvocationRecord | None:
     try:
-        return invocations.load(run.tenant_id, run.trigger_id, run.invocation_id)
+        return invocations.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
     except NotFoundError:
         return None
 
@@ -157,6 +125,7 @@ def _new_record(
         project_id=run.project_id,
         agent_id=run.agent_id,
         trigger_id=run.trigger_id,
+        incarnation=run.incarnation,
         kind=run.kind,
         invocation_id=run.invocation_id,
         idempotency_key=run.idempotency_key,
@@ -177,9 +146,9 @@ def _ensure_invocation(
         if existing is not None:
             return existing
     record = _new_record(runtime, run, trigger, execution_arn)
-    if invocations.put_if_absent(record):
+    if invocations.put_if_absent(runtime, record):
         return record
-    return invocations.load(run.tenant_id, run.trigger_id, run.invocation_id)
+    return invocations.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
 
 
 def prepare(runtime: Runtime, event: PrepareEvent) -> RunState:
@@ -198,9 +167,28 @@ def _stopped(state: RunState, status: str) -> RunState:
     return state.model_copy(update={"outcome": outcome, "retry_delay_seconds": None})
 
 
-def _superseded(kind: str, schedule_version: int | None, trigger: TriggerRecord) -> bool:
-    """A scheduled occurrence whose trigger was disabled or re-scheduled after the claim stands down."""
-    return kind == "scheduled" and (not trigger.enabled or int(trigger.schedule_version) != schedule_version)
+def superseded(
+    kind: str, incarnation: str, schedule_version: int | None, scheduled_for: datetime, trigger: TriggerRecord
+) -> bool:
+    """Whether a run no longer belongs to its trigger and must stand down (SPEC §5, edits after a claim).
+
+    Any run of another incarnation (the trigger was deleted and re-created) stands down. A scheduled
+    occurrence stands down when its schedule version has ended (an edit of cron, zone, runAt or
+    enabled) — unless its instant had already passed when the edit landed: that occurrence was due
+    under the schedule it was claimed for, and the new schedule's first run is after the edit, so
+    cancelling it would leave it run nowhere. Versions older than `version_ends` remembers stand down.
+    """
+    if trigger.incarnation != incarnation:
+        return True
+    if kind != "scheduled" or int(trigger.schedule_version) == schedule_version:
+        return False
+    ended = (trigger.version_ends or {}).get(str(schedule_version))
+    return ended is None or scheduled_for >= parse_instant(ended)
+
+
+def _superseded_record(record: InvocationRecord, trigger: TriggerRecord) -> bool:
+    version = int(record.schedule_version) if record.schedule_version is not None else None
+    return superseded(record.kind, record.incarnation, version, record.scheduled_for, trigger)
 
 
 def _stand_down_superseded(runtime: Runtime, other: InvocationRecord) -> bool:
@@ -208,34 +196,30 @@ def _stand_down_superseded(runtime: Runtime, other: InvocationRecord) -> bool:
 
     Only from `pending`: a run already in progress is not stopped by an edit, so it still overlaps.
     """
-    if invocations.finish(other, "cancelled", runtime.now(), SUPERSEDED, only_from=("pending",)):
+    if invocations.finish(runtime, other, "cancelled", SUPERSEDED, only_from=("pending",)):
         return True
     other.refresh(consistent_read=True)
     return other.status not in invocations.UNFINISHED
 
 
 def _overlaps(runtime: Runtime, record: InvocationRecord, trigger: TriggerRecord) -> bool:
-    """Whether another invocation of the trigger is in progress, or due before this one and not yet started.
+    """Whether another invocation of the trigger is unfinished when this occurrence starts (SPEC §5, `skip`).
 
-    The sparse `open` index holds only unfinished invocations, keyed by time-ordered ids. A running
-    one overlaps. A pending one with a later id is a claimed occurrence still waiting for its time and
-    does not; one with an earlier id does, unless it is a claim superseded by a re-schedule (an older
-    schedule version): that one is stood down here rather than left to its own Attempt, which may come
-    after this one when both claims are for the same instant.
+    Read from the incarnation's register by strongly consistent reads, never from the lagging index.
+    A running invocation overlaps, and so does a pending run-now or rerun (accepted, about to start).
+    A pending scheduled occurrence overlaps when it is due no later than this one — unless it is a
+    claim superseded by a re-schedule, which is stood down here rather than left to its own Attempt
+    (which may come after this one when both claims are for the same instant). A pending occurrence
+    due later is a claim still waiting for its time and does not overlap.
     """
-    for item in InvocationRecord.open.query(record.trigger_key):
-        if item.invocation_id == record.invocation_id:
+    for other in invocations.open_invocations(record.tenant_id, record.trigger_id, record.incarnation):
+        if other.invocation_id == record.invocation_id:
             continue
-        try:
-            other = InvocationRecord.get(record.trigger_key, item.invocation_id, consistent_read=True)
-        except DoesNotExist:
-            continue
-        if other.status == "running":
+        if other.status == "running" or other.kind != "scheduled":
             return True
-        if other.status != "pending" or other.invocation_id > record.invocation_id:
+        if other.scheduled_for > record.scheduled_for:
             continue
-        schedule_version = int(other.schedule_version) if other.schedule_version is not None else None
-        if not (_superseded(other.kind, schedule_version, trigger) and _stand_down_superseded(runtime, other)):
+        if not (_superseded_record(other, trigger) and _stand_down_superseded(runtime, other)):
             return True
     return False
 
@@ -315,7 +299,7 @@ def _record_attempt(
     ]
     if decision in ("completed", "failed"):
         error = entry["error"] if decision == "failed" else None
-        if invocations.finish(record, decision, runtime.now(), error, also=actions):
+        if invocations.finish(runtime, record, decision, error, also=actions):
             return decision
     record.update(actions=actions)
     return record.status  # type: ignore[return-value]
@@ -330,7 +314,7 @@ def _recorded(record: InvocationRecord, number: int) -> dict[str, Any]:
 def _use_up(runtime: Runtime, state: ExecutionInput, trigger: TriggerRecord) -> None:
     """A one-time trigger's scheduled occurrence has ended (a run-now does not use it up)."""
     if state.kind == "scheduled" and trigger.run_at is not None and trigger.cron_expression is None:
-        invocations.use_up_one_time_trigger(runtime, trigger, state.schedule_version)
+        invocations.use_up_one_time_trigger(runtime, trigger, state.incarnation, state.schedule_version)
 
 
 def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, trigger: TriggerRecord | None) -> None:
@@ -344,11 +328,11 @@ def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, 
         TriggerRecord.last_run_status.set(record.status),
         TriggerRecord.last_run_conversation_ids.set(list(record.conversation_ids or [])),
     ]
-    latest = TriggerRecord.pk.exists() & (
+    latest = (TriggerRecord.incarnation == state.incarnation) & (
         TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)
     )
     if not condition_held(lambda: trigger.update(actions=actions, condition=latest)):
-        logger.info("lastRun of %s not updated: deleted, or a later run finished first", trigger.pk)
+        logger.info("lastRun of %s not updated: deleted, re-created, or a later run finished first", trigger.pk)
 
 
 def _finish_without_agent(
@@ -360,18 +344,43 @@ def _finish_without_agent(
     error: str,
 ) -> RunState:
     """Cancelled (superseded) or skipped before any agent call."""
-    if invocations.finish(record, status, runtime.now(), error):
+    if invocations.finish(runtime, record, status, error):
         if status == "skipped":
             conclude(runtime, state, record, trigger)
+        if error == MISSED and trigger is not None:
+            _count_missed(trigger, state.incarnation)
     else:
         record.refresh(consistent_read=True)
     return _stopped(state, record.status)
 
 
+def _count_missed(trigger: TriggerRecord, incarnation: str) -> None:
+    """A late occurrence skipped by the missed-run rule counts on its trigger, like one the dispatcher skipped."""
+    add: list[Action] = [TriggerRecord.missed_runs_skipped.add(1)]
+    if not condition_held(lambda: trigger.update(actions=add, condition=TriggerRecord.incarnation == incarnation)):
+        logger.info("missed run of %s not counted: the trigger was deleted or re-created", trigger.pk)
+
+
+def _schedule_of(trigger: TriggerRecord) -> CronSchedule | OneTimeSchedule:
+    if trigger.cron_expression is not None:
+        return CronSchedule.parse(trigger.cron_expression, trigger.cron_timezone)
+    assert trigger.run_at is not None
+    return OneTimeSchedule(trigger.run_at)
+
+
 def _stand_down(runtime: Runtime, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
-    """Before the first call: a superseded claim or an overlap ends the run here; else it becomes running."""
-    if _superseded(state.kind, state.schedule_version, trigger):
+    """Before the first call: a superseded, missed or overlapping occurrence ends here; else it becomes running.
+
+    The missed-run rule is checked here, when the run is about to start, because this is where every
+    late path ends up: a claim re-driven long after its start failed, a wait resumed after a restart.
+    """
+    if _superseded_record(record, trigger):
         return _finish_without_agent(runtime, state, record, trigger, "cancelled", SUPERSEDED)
+    now = runtime.now()
+    if state.kind == "scheduled" and not may_start(
+        _schedule_of(trigger), record.scheduled_for, now, int(trigger.catch_up_window_seconds)
+    ):
+        return _finish_without_agent(runtime, state, record, trigger, "skipped", MISSED)
     if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(runtime, record, trigger):
         return _finish_without_agent(
             runtime, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
@@ -395,7 +404,7 @@ def _call_agent(
 def attempt(runtime: Runtime, agent: Agent, state: RunState, rng: Callable[[], float] = random.random) -> RunState:
     """One agent call for attempt `state.attemptNumber + 1`, recorded; the outcome routes the state machine."""
     number = state.attempt_number + 1
-    record = invocations.load(state.tenant_id, state.trigger_id, state.invocation_id)
+    record = invocations.load(state.tenant_id, state.trigger_id, state.incarnation, state.invocation_id)
     if record.status not in invocations.UNFINISHED:
         return _stopped(state, record.status)
     trigger = find_trigger(state.tenant_id, state.trigger_id)
@@ -423,7 +432,7 @@ def attempt(runtime: Runtime, agent: Agent, state: RunState, rng: Callable[[], f
         delay = retry_delay_seconds(int(trigger.retry_delay_seconds), number, rng)
         return next_state.model_copy(update={"outcome": "retry", "retry_delay_seconds": delay})
     # A replayed attempt whose outcome now ends the run (the trigger's maxRetries was lowered meanwhile).
-    if invocations.finish(record, decision, runtime.now(), entry["error"] if decision == "failed" else None):
+    if invocations.finish(runtime, record, decision, entry["error"] if decision == "failed" else None):
         conclude(runtime, state, record, trigger)
     else:
         record.refresh(consistent_read=True)
@@ -451,7 +460,7 @@ def finalize(runtime: Runtime, state: RunState) -> RunState:
     record = find_invocation(state) or _ensure_invocation(runtime, state, trigger, None)
     error = _failure_text(state.failure)
     logger.warning("runner step failed for %s: %s", state.invocation_id, error)
-    if invocations.finish(record, "failed", runtime.now(), error):
+    if invocations.finish(runtime, record, "failed", error):
         record.refresh(consistent_read=True)
         conclude(runtime, state, record, trigger)
     return state.model_copy(update={"outcome": "failed"})
@@ -483,7 +492,7 @@ def close_ended_execution(runtime: Runtime, ended: EndedExecution) -> ClosedInvo
     trigger = find_trigger(run.tenant_id, run.trigger_id)
     record = record or _ensure_invocation(runtime, run, trigger, ended.execution_arn)
     status, error = _ending(ended)
-    closed = invocations.finish(record, status, runtime.now(), error)
+    closed = invocations.finish(runtime, record, status, error)
     record.refresh(consistent_read=True)
     if closed:
         logger.warning(

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import boto3
+from botocore.config import Config
 
 from sundial.settings import Settings
 from sundial.storage import bind_tables
@@ -24,8 +25,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# One HTTP attempt per call, with short timeouts: Sundial's own Backoff retries Step Functions
+# throttling inside a budget that must count every attempt (SPEC §5, dispatcher limits), which
+# the SDK's hidden retries (3 per call in standard mode) and its 60 s read timeout would break.
+SFN_CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10)
+
+
 def _default_sfn_client() -> SFNClient:
-    return boto3.client("stepfunctions")
+    return boto3.client("stepfunctions", config=SFN_CLIENT_CONFIG)
 
 
 def _default_secrets_client() -> SecretsManagerClient:

@@ -19,10 +19,11 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.constants import STRING
 from pynamodb.exceptions import PutError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from sundial.settings import Settings
@@ -53,6 +54,11 @@ class InstantAttribute(Attribute[datetime]):
 
 def trigger_pk(tenant_id: str, trigger_id: str) -> str:
     return f"{tenant_id}#{trigger_id}"
+
+
+def invocation_partition(tenant_id: str, trigger_id: str, incarnation: str) -> str:
+    """The invocations of one incarnation of a trigger: a re-created trigger starts an empty history."""
+    return f"{tenant_id}#{trigger_id}#{incarnation}"
 
 
 def project_key(tenant_id: str, project_id: str) -> str:
@@ -158,20 +164,15 @@ class TriggerRecord(Model):
     claim_for = InstantAttribute(null=True)
     claim_name = UnicodeAttribute(null=True)
     claim_version = NumberAttribute(null=True)
+    # The latest occurrence claimed for dispatch; kept after the release so nextRunAt can show it
+    # while its execution waits for its instant (SPEC §2).
+    dispatched_for = InstantAttribute(null=True)
+    # When each recent schedule version ended ({"3": "2026-11-26T15:00:00Z"}): an occurrence whose
+    # instant passed before the edit that ended its version is not superseded (docs/decisions.md).
+    version_ends = JSONAttribute(null=True)
 
     by_project = ProjectIndex()
     due = DueIndex()
-
-
-class OpenIndex(GlobalSecondaryIndex["InvocationRecord"]):
-    """Sparse: only unfinished invocations, per trigger (overlap checks and cascading cancels)."""
-
-    class Meta:
-        index_name = "open"
-        projection = KeysOnlyProjection()
-
-    open_key = UnicodeAttribute(hash_key=True)
-    invocation_id = UnicodeAttribute(range_key=True)
 
 
 class InvocationRecord(Model):
@@ -187,6 +188,7 @@ class InvocationRecord(Model):
     project_id = UnicodeAttribute()
     agent_id = UnicodeAttribute()
     trigger_id = UnicodeAttribute()
+    incarnation = UnicodeAttribute()
     kind = UnicodeAttribute()
     status = UnicodeAttribute()
     scheduled_for = InstantAttribute()
@@ -203,10 +205,7 @@ class InvocationRecord(Model):
     schedule_version = NumberAttribute(null=True)
     rerun_of = UnicodeAttribute(null=True)
     error = UnicodeAttribute(null=True)
-    open_key = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
-
-    open = OpenIndex()
 
 
 class IdempotencyRecord(Model):
@@ -222,7 +221,40 @@ class IdempotencyRecord(Model):
     expires_at = TTLAttribute(null=True)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (TriggerRecord, InvocationRecord, IdempotencyRecord)
+# Sort key of an incarnation's register of unfinished invocations; sorts before every invocation id.
+OPEN_REGISTER_KEY = "#open"
+
+
+class OpenRegisterRecord(Model):
+    """The ids of an incarnation's unfinished invocations, in its invocations partition.
+
+    Read with a strongly consistent GetItem by overlap checks and cancels: an index of open runs
+    would be eventually consistent in DynamoDB and could miss an invocation created a moment ago.
+    """
+
+    class Meta:
+        table_name = "sundial-invocations"
+        region = "us-east-1"
+
+    trigger_key = UnicodeAttribute(hash_key=True)
+    invocation_id = UnicodeAttribute(range_key=True, default=OPEN_REGISTER_KEY)
+    open_ids = UnicodeSetAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+# Marks the due-index shard counts still in use, see docs/dispatch.md ("Changing the shard count").
+SHARD_MARKER_PK = "#due-shards"
+
+
+class ShardMarkerRecord(Model):
+    """The highest due-shard count any writer used whose rows may not all be re-sharded yet."""
+
+    class Meta:
+        table_name = "sundial-triggers"
+        region = "us-east-1"
+
+    pk = UnicodeAttribute(hash_key=True, default=SHARD_MARKER_PK)
+    shard_count = NumberAttribute()
 
 
 def bind_tables(settings: Settings) -> None:
@@ -231,6 +263,8 @@ def bind_tables(settings: Settings) -> None:
         TriggerRecord: settings.triggers_table,
         InvocationRecord: settings.invocations_table,
         IdempotencyRecord: settings.invocations_table,
+        OpenRegisterRecord: settings.invocations_table,
+        ShardMarkerRecord: settings.triggers_table,
     }
     for model, table_name in names.items():
         meta: Any = model.Meta

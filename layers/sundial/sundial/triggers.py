@@ -57,6 +57,8 @@ Schedule = CronSchedule | OneTimeSchedule
 UPCOMING_RUNS_ON_DETAIL = 5
 ID_RE = re.compile(ID_PATTERN)
 SCHEDULE_FIELDS = ("cron_expression", "cron_timezone", "run_at", "enabled")
+# How many ended schedule versions a trigger remembers the end of (see runner.superseded).
+REMEMBERED_VERSION_ENDS = 16
 PROJECT_CURSOR_KEYS = ("pk", "project_key", "agent_trigger")
 
 
@@ -123,7 +125,20 @@ def first_run(schedule: Schedule, now: datetime, *, new_run_at: bool) -> datetim
     return schedule.next_after(now)
 
 
-def to_api(record: TriggerRecord) -> Trigger:
+def next_unrun(record: TriggerRecord, now: datetime) -> datetime | None:
+    """The next occurrence that has not run yet (SPEC §2): one claimed and still waiting counts.
+
+    After a claim `next_run_at` already names the occurrence after it; `dispatched_for` keeps the
+    claimed one until its instant passes. A disabled trigger has none.
+    """
+    if not record.enabled:
+        return None
+    waiting = record.dispatched_for if record.dispatched_for is not None and record.dispatched_for > now else None
+    candidates = [at for at in (waiting, record.next_run_at) if at is not None]
+    return min(candidates, default=None)
+
+
+def to_api(record: TriggerRecord, now: datetime) -> Trigger:
     return Trigger(
         id=record.trigger_id,
         tenant_id=record.tenant_id,
@@ -147,7 +162,7 @@ def to_api(record: TriggerRecord) -> Trigger:
         created_by=record.created_by,
         created_at=record.created_at,
         updated_at=record.updated_at,
-        next_run_at=record.next_run_at,
+        next_run_at=next_unrun(record, now),
         last_run_at=record.last_run_at,
         last_run_status=record.last_run_status,
         last_run_conversation_ids=list(record.last_run_conversation_ids or []),
@@ -223,7 +238,7 @@ def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body
     if not condition_held(lambda: record.save(condition=TriggerRecord.pk.does_not_exist())):
         raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant")
     dispatch.claim_if_due_soon(runtime, record)
-    return to_api(record)
+    return to_api(record, now)
 
 
 def _merged_schedule_inputs(record: TriggerRecord, patch: TriggerPatch) -> tuple[str | None, datetime | None]:
@@ -304,8 +319,11 @@ def update_trigger(
             run_at,
             enabled,
         )
+        ended = {**(record.version_ends or {}), str(int(record.schedule_version)): format_instant(now)}
+        record.version_ends = dict(sorted(ended.items(), key=lambda item: int(item[0]))[-REMEMBERED_VERSION_ENDS:])
+        actions.append(TriggerRecord.version_ends.set(record.version_ends))
         record.schedule_version = int(record.schedule_version) + 1
-        record.claim_for = record.claim_name = record.claim_version = None
+        record.claim_for = record.claim_name = record.claim_version = record.dispatched_for = None
         next_run_at = first_run(schedule, now, new_run_at=new_run_at) if enabled else None
         _due_fields(record, next_run_at, runtime.settings.due_shard_count)
         actions += [_set_or_remove(name, getattr(record, name)) for name in SCHEDULE_FIELDS]
@@ -316,7 +334,7 @@ def update_trigger(
         raise ConflictError(f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry")
     if schedule_changed:
         dispatch.claim_if_due_soon(runtime, record)
-    return to_api(record)
+    return to_api(record, now)
 
 
 def delete_trigger(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str) -> None:
@@ -324,21 +342,23 @@ def delete_trigger(runtime: Runtime, principal: Principal, path: AgentPath, trig
     principal.require_tenant(path.tenant_id, "editor")
     record = load_trigger(path, trigger_id)
     principal.require_can_change(record.created_by, record.run_as_user_id)
-    invocations.cancel_all_open(runtime, path.tenant_id, trigger_id, "trigger deleted")
+    invocations.cancel_all_open(runtime, record, "trigger deleted")
     record.delete()
 
 
-def upcoming_runs_of(record: TriggerRecord, count: int) -> list[datetime]:
-    if not record.enabled or record.next_run_at is None or count < 1:
+def upcoming_runs_of(record: TriggerRecord, count: int, now: datetime) -> list[datetime]:
+    first = next_unrun(record, now)
+    if first is None or count < 1:
         return []
-    first = record.next_run_at
     return [first, *schedule_of(record).next_runs(first, count - 1)]
 
 
-def get_trigger(principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
+def get_trigger(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
     principal.require_tenant(path.tenant_id)
     record = load_trigger(path, trigger_id)
-    return TriggerDetail(**to_api(record).model_dump(), upcoming_runs=upcoming_runs_of(record, UPCOMING_RUNS_ON_DETAIL))
+    now = runtime.now()
+    upcoming = upcoming_runs_of(record, UPCOMING_RUNS_ON_DETAIL, now)
+    return TriggerDetail(**to_api(record, now).model_dump(), upcoming_runs=upcoming)
 
 
 def _to_dynamo_key(key: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -357,6 +377,7 @@ def _continues_listing(start: dict[str, str], tenant_id: str, agent_id: str | No
 
 
 def list_triggers(
+    runtime: Runtime,
     principal: Principal,
     tenant_id: str,
     project_id: str,
@@ -381,24 +402,22 @@ def list_triggers(
     )
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(last_key(page[-1], PROJECT_CURSOR_KEYS)) if more else None
-    return TriggerPage(data=[to_api(row) for row in page], next_cursor=next_cursor)
+    now = runtime.now()
+    return TriggerPage(data=[to_api(row, now) for row in page], next_cursor=next_cursor)
 
 
-def agent_upcoming_runs(principal: Principal, path: AgentPath, limit: int) -> UpcomingRuns:
+def agent_upcoming_runs(runtime: Runtime, principal: Principal, path: AgentPath, limit: int) -> UpcomingRuns:
     """The agent's next occurrences across its enabled triggers, soonest first."""
     principal.require_tenant(path.tenant_id)
-    records = [
-        record
-        for record in TriggerRecord.by_project.query(
-            project_key(path.tenant_id, path.project_id),
-            range_key_condition=TriggerRecord.agent_trigger.startswith(f"{path.agent_id}#"),
-        )
-        if record.enabled and record.next_run_at is not None
-    ]
+    now = runtime.now()
+    records = TriggerRecord.by_project.query(
+        project_key(path.tenant_id, path.project_id),
+        range_key_condition=TriggerRecord.agent_trigger.startswith(f"{path.agent_id}#"),
+    )
     streams = [
         [
             UpcomingRun(trigger_id=record.trigger_id, trigger_name=record.name, scheduled_for=at)
-            for at in upcoming_runs_of(record, limit)
+            for at in upcoming_runs_of(record, limit, now)
         ]
         for record in records
     ]

@@ -1,0 +1,39 @@
+"""The missed-run rule (SPEC §4), shared by every path on which an occurrence can start late.
+
+The dispatcher applies it when it plans a claim after an outage; the runner applies it again when a
+run's first attempt comes, so a claim re-driven hours after its start failed, or a run resumed after
+the local stack was down, obeys the same rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+# An occurrence at most this late is on time and runs whatever its catch-up window: it matches the
+# 60 s a runAt may lie in the past and absorbs a late tick. Older ones are missed.
+ON_TIME_GRACE = timedelta(seconds=60)
+
+
+class Schedule(Protocol):
+    def next_after(self, after: datetime) -> datetime | None: ...
+
+
+def catch_up_window(catch_up_window_seconds: int) -> timedelta:
+    """How late a missed occurrence may still run: the trigger's window, never less than the grace."""
+    return max(timedelta(seconds=catch_up_window_seconds), ON_TIME_GRACE)
+
+
+def may_start(schedule: Schedule, occurrence: datetime, now: datetime, catch_up_window_seconds: int) -> bool:
+    """Whether `occurrence` may start at `now`.
+
+    On time (within the grace) it always may. Later, only as the most recent missed occurrence (no
+    later one of the schedule has come due by now) and only within the trigger's catch-up window.
+    """
+    lateness = now - occurrence
+    if lateness <= ON_TIME_GRACE:
+        return True
+    if lateness > catch_up_window(catch_up_window_seconds):
+        return False
+    following = schedule.next_after(occurrence)
+    return following is None or following > now
