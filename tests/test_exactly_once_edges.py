@@ -317,11 +317,11 @@ def test_the_start_budget_counts_every_http_attempt(env: DispatchEnv) -> None:
     def throttled(request: Any, **_: Any) -> AWSResponse:
         sent.append(request.url)
         body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
-        return AWSResponse(request.url, 400, {"x-amzn-query-error": "ThrottlingException"}, _Raw(body))
+        return AWSResponse(request.url, 400, {"x-amzn-query-error": "ThrottlingException"}, _Raw(body))  # type: ignore[arg-type]
 
     client = _default_sfn_client()
-    assert client.meta.config.retries == SFN_CLIENT_CONFIG.retries
-    client.meta.events.register("before-send.sfn.StartExecution", throttled)
+    assert client.meta.config.retries == SFN_CLIENT_CONFIG.retries  # type: ignore[attr-defined]
+    client.meta.events.register("before-send.sfn.StartExecution", throttled)  # type: ignore[arg-type]
     clocked = SleepRecorder()
     retries: list[str] = []
     backoff = replace(dispatcher(env, sleep=clocked).start_backoff, on_retry=retries.append)
@@ -347,8 +347,8 @@ class _Raw:
 
 def test_the_default_client_makes_one_attempt_with_short_timeouts() -> None:
     client = boto3.client("stepfunctions", region_name=REGION, config=SFN_CLIENT_CONFIG)
-    assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
     config: Any = client.meta.config
+    assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert (config.connect_timeout, config.read_timeout) == (3, 10)
 
 
