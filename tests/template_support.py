@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import botocore.client
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
@@ -79,3 +82,32 @@ def granted(transformed: dict[str, Any], role: str) -> set[tuple[str, str]]:
         for action in as_list(statement["Action"])
         for resource_value in as_list(statement["Resource"])
     }
+
+
+@contextmanager
+def recorded_aws_calls(tables: dict[str, str], state_machine_arn: str) -> Iterator[set[tuple[str, str]]]:
+    """Every AWS call made inside, as `(service:Operation, Logical[/index/name|:execution])` like `granted`.
+
+    `tables` maps table names to the template's logical ids. Patched below the SDK's stubs, so moto
+    still answers and nothing is left out.
+    """
+    calls: set[tuple[str, str]] = set()
+    make_api_call = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]  # private, unstubbed
+
+    def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        service = client.meta.service_model.service_name
+        if service == "dynamodb":
+            index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
+            calls.add((f"dynamodb:{operation}", tables[params["TableName"]] + index))
+        elif service == "stepfunctions":
+            target = params.get("stateMachineArn") or params["executionArn"]
+            execution = target.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+            assert state_machine_arn in (target, execution), target
+            suffix = ":execution" if target != state_machine_arn else ""
+            calls.add((f"states:{operation}", f"RunnerStateMachine{suffix}"))
+        else:
+            calls.add((f"{service}:{operation}", "?"))
+        return make_api_call(client, operation, params)
+
+    with mock.patch.object(botocore.client.BaseClient, "_make_api_call", recording):
+        yield calls

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import botocore.client
 import pytest
 import runner_handler
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,7 +25,7 @@ from sundial_local.template import resource
 from tests.api_support import registered_open
 from tests.conftest import BASE, EVENTS, ApiClient, Stack
 from tests.runner_support import Harness, Reply, Run, create_trigger, runner_harness, status_change_event, trigger_of
-from tests.template_support import granted, transform_template
+from tests.template_support import granted, recorded_aws_calls, transform_template
 
 AT = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
 AT_TEXT = "2026-11-26T16:00:00Z"
@@ -253,21 +252,10 @@ def test_the_watcher_is_granted_exactly_what_it_uses(
 ) -> None:
     """Every AWS call of the watcher's paths (create the missing record, fail it, update the trigger) vs. its role."""
     tables = {stack.settings.triggers_table: "TriggersTable", stack.settings.invocations_table: "InvocationsTable"}
-    calls: set[tuple[str, str]] = set()
-    make_api_call = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]  # private, unstubbed
-
-    def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
-        service = client.meta.service_model.service_name
-        target = tables.get(params.get("TableName", ""), "?") if service == "dynamodb" else "?"
-        calls.add(
-            (f"{service}:{operation}", target + (f"/index/{params['IndexName']}" if "IndexName" in params else ""))
-        )
-        return make_api_call(client, operation, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
     failed = copy.deepcopy(sample_event())
     failed["detail"].update(status="FAILED", error="States.Runtime", cause="broken")
-    watch(failed)
+    with recorded_aws_calls(tables, stack.settings.state_machine_arn) as calls:
+        watch(failed)
     used = set(calls)
     assert sample_invocation().status == "failed"
     assert trigger_of(ApiClient(), "weekday-report")["lastRunStatus"] == "failed"

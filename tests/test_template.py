@@ -10,7 +10,6 @@ import tomllib
 from typing import Any
 
 import api_handler
-import botocore.client
 import pytest
 from cfnlint.api import lint_file
 from pynamodb.indexes import Index
@@ -27,6 +26,7 @@ from tests.template_support import (
     as_list,
     granted,
     packaged_template,
+    recorded_aws_calls,
     statements,
     transform_template,
 )
@@ -298,33 +298,10 @@ def test_api_function_is_granted_exactly_what_its_code_uses(
         stack = warm.fresh_stack()
         monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
         tables = {stack.settings.triggers_table: "TriggersTable", stack.settings.invocations_table: "InvocationsTable"}
-        calls: set[tuple[str, str]] = set()
-        make_api_call = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]  # private, unstubbed
-
-        def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
-            service = client.meta.service_model.service_name
-            if service == "dynamodb":
-                resource_name = tables[params["TableName"]] + (
-                    f"/index/{params['IndexName']}" if "IndexName" in params else ""
-                )
-                calls.add((f"dynamodb:{operation}", resource_name))
-            elif service == "stepfunctions":
-                target = params.get("stateMachineArn") or params["executionArn"]
-                execution = target.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
-                assert stack.settings.state_machine_arn in (target, execution), target
-                calls.add(
-                    (
-                        f"states:{operation}",
-                        "RunnerStateMachine" + (":execution" if target != stack.settings.state_machine_arn else ""),
-                    )
-                )
-            else:
-                calls.add((f"{service}:{operation}", "?"))
-            return make_api_call(client, operation, params)
-
-        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+        recording = recorded_aws_calls(tables, stack.settings.state_machine_arn)
         stack.clock.set(START)
-        _exercise_every_route(ApiClient())
+        with recording as calls:
+            _exercise_every_route(ApiClient())
 
     allowed = granted(transformed, "ApiFunctionRole")
     assert calls - allowed == set(), "the API calls AWS without permission"
