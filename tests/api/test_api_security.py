@@ -3,6 +3,7 @@ who may change a trigger, runAsUserId rules, and tenant isolation (another tenan
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from sundial import triggers
 from sundial.auth import Principal
 from sundial.models import TriggerCreate
+from sundial.runtime import Runtime
 from sundial.settings import Settings
 
 from tests.api_support import (
@@ -90,6 +92,48 @@ ROUTES = [
     Route("schedule-preview", "POST", "/schedule-preview", 200, {"cronExpression": "0 9 * * *"}, tenant_scoped=False),
 ]
 TENANT_ROUTES = [route for route in ROUTES if route.tenant_scoped]
+# Served without a token (SPEC §3); everything else the resolver routes needs one.
+PUBLIC_ROUTES = {("GET", "/openapi.json")}
+
+
+def _app_routes() -> set[tuple[str, str]]:
+    """(method, path template) of every route the resolver has, taken from the app itself, in OpenAPI's form."""
+    document = api_handler.app.get_openapi_schema()
+    paths = document.paths or {}
+    documented = {(method.upper(), path) for path, item in paths.items() for method in item.model_fields_set}
+    return documented | PUBLIC_ROUTES
+
+
+def _concrete(path: str) -> str:
+    """A URL for a path template: every `{parameter}` filled with a valid id."""
+    return re.sub(r"\{(\w+)\}", lambda match: "acme" if match.group(1) == "tenant_id" else "x1", path)
+
+
+def test_the_table_above_covers_every_route_the_app_has() -> None:
+    tested = {(route.method, re.sub(r"\{\w+\}", "{}", route.path)) for route in ROUTES}
+    routed = {(method, re.sub(r"\{\w+\}", "{}", path)) for method, path in _app_routes() - PUBLIC_ROUTES}
+    normalised = {
+        (
+            method,
+            path.replace("/tenants/acme/projects/website/agents/reporter", "/tenants/{}/projects/{}/agents/{}").replace(
+                "/tenants/acme/projects/website", "/tenants/{}/projects/{}"
+            ),
+        )
+        for method, path in tested
+    }
+    assert normalised == routed
+
+
+def test_every_route_but_the_public_ones_needs_a_token(api: ApiClient) -> None:
+    """Derived from the app's route table, so a route added later cannot be silently open."""
+    routes = _app_routes()
+    assert len(routes) > len(PUBLIC_ROUTES)
+    for method, path in sorted(routes):
+        response = api.request(method, _concrete(path), {} if method in ("POST", "PATCH") else None, claims=None)
+        if (method, path) in PUBLIC_ROUTES:
+            assert response.status == 200, (method, path)
+        else:
+            assert_error(response, 401, "unauthorized")
 
 
 def _expected(route: Route, role: str | None) -> tuple[int, str | None]:
@@ -199,9 +243,12 @@ def test_incomplete_claims_are_401(api: ApiClient, seeded: Seeded, token: dict[s
         assert_error(api.request(route.method, route.url(seeded), route.body, claims=token), 401, "unauthorized")
 
 
-def test_tenant_claim_name_is_configurable(api: ApiClient, seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings: Settings = make_settings("", TENANT_CLAIM="custom:org")
-    monkeypatch.setattr(api_handler, "get_settings", lambda: settings)
+def test_tenant_claim_name_is_configurable(
+    api: ApiClient, stack: Stack, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings: Settings = make_settings(stack.settings.state_machine_arn, TENANT_CLAIM="custom:org")
+    custom = Runtime(settings, clock=stack.clock, sfn_factory=lambda: stack.sfn)
+    monkeypatch.setattr(api_handler, "runtime", lambda: custom)
 
     assert api.request("GET", T1, claims={"sub": "alice", "custom:org": "acme", "roles": "[viewer]"}).status == 200
     assert_error(api.request("GET", T1, claims=claims("alice", "[viewer]")), 401, "unauthorized")

@@ -1,9 +1,10 @@
-"""Typed domain errors; the API maps each class to one HTTP status in one place."""
+"""Typed errors a client can cause; each class carries the HTTP status the API answers it with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from http import HTTPStatus
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -21,6 +22,7 @@ class FieldProblem:
 class SundialError(Exception):
     """Base of every error a client can cause; `code` is the stable machine-readable name."""
 
+    status: ClassVar[HTTPStatus]
     message: str
     details: list[dict[str, Any]] = field(default_factory=list)
     code: str = "error"
@@ -32,12 +34,16 @@ class SundialError(Exception):
 class BadRequestError(SundialError):
     """Malformed or contradictory input (400)."""
 
+    status = HTTPStatus.BAD_REQUEST
+
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, details or [], "bad_request")
 
 
 class ValidationFailedError(SundialError):
     """One or more fields are invalid (422); `details` has one entry per bad field."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
 
     def __init__(self, problems: list[FieldProblem]) -> None:
         summary = "; ".join(f"{p.as_dict()['field']}: {p.message}" for p in problems)
@@ -47,12 +53,16 @@ class ValidationFailedError(SundialError):
 class UnauthorizedError(SundialError):
     """No or invalid credentials (401)."""
 
+    status = HTTPStatus.UNAUTHORIZED
+
     def __init__(self, message: str = "Missing or invalid bearer token") -> None:
         super().__init__(message, [], "unauthorized")
 
 
 class ForbiddenError(SundialError):
     """Authenticated but not allowed (403)."""
+
+    status = HTTPStatus.FORBIDDEN
 
     def __init__(self, message: str = "Forbidden") -> None:
         super().__init__(message, [], "forbidden")
@@ -61,12 +71,16 @@ class ForbiddenError(SundialError):
 class NotFoundError(SundialError):
     """Unknown resource (404)."""
 
+    status = HTTPStatus.NOT_FOUND
+
     def __init__(self, message: str) -> None:
         super().__init__(message, [], "not_found")
 
 
 class ConflictError(SundialError):
     """The request conflicts with the resource's current state (409)."""
+
+    status = HTTPStatus.CONFLICT
 
     def __init__(self, message: str) -> None:
         super().__init__(message, [], "conflict")
@@ -75,12 +89,16 @@ class ConflictError(SundialError):
 class PayloadTooLargeError(SundialError):
     """Request body over the size limit (413)."""
 
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
     def __init__(self, message: str) -> None:
         super().__init__(message, [{"field": "body", "message": message}], "payload_too_large")
 
 
 class UnsupportedMediaTypeError(SundialError):
     """Request body in a media type other than JSON (415)."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
     def __init__(self, message: str) -> None:
         super().__init__(message, [{"field": "body", "message": message}], "unsupported_media_type")

@@ -1,0 +1,102 @@
+"""Invocation routes: run now, history, one invocation, cancel and rerun."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated
+
+from api_openapi import BASE, READ_ERRORS, Cursor, IdParam, Limit, responses
+from api_request import agent_path, caller, runtime_of
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from sundial import invocation_api
+from sundial.models import Invocation, InvocationPage, InvocationStatus, RunAccepted
+from sundial.pagination import DEFAULT_PAGE_SIZE
+
+router = APIGatewayHttpRouter()
+TRIGGER = f"{BASE}/<trigger_id>"
+INVOCATION = f"{TRIGGER}/invocations/<invocation_id>"
+
+
+@router.post(
+    f"{TRIGGER}/run",
+    status_code=202,
+    summary="Run a trigger now",
+    operation_id="runTrigger",
+    responses=responses(202, "The run was started", 404, *READ_ERRORS),
+)
+def run_now(
+    tenant_id: IdParam,
+    project_id: IdParam,
+    agent_id: IdParam,
+    trigger_id: IdParam,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)] = None,
+) -> Response[RunAccepted]:
+    path = agent_path(tenant_id, project_id, agent_id)
+    accepted = invocation_api.run_now(runtime_of(router), caller(router), path, trigger_id, idempotency_key)
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)
+
+
+@router.get(
+    f"{TRIGGER}/invocations",
+    summary="A trigger's invocations, newest first",
+    operation_id="listInvocations",
+    responses=responses(200, "One page of invocations", 400, 404, *READ_ERRORS),
+)
+def list_invocations(
+    tenant_id: IdParam,
+    project_id: IdParam,
+    agent_id: IdParam,
+    trigger_id: IdParam,
+    status: Annotated[InvocationStatus | None, Query()] = None,
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
+) -> InvocationPage:
+    query = invocation_api.InvocationQuery(status=status, from_=from_, to=to, limit=limit, cursor=cursor)
+    return invocation_api.list_invocations(
+        caller(router), agent_path(tenant_id, project_id, agent_id), trigger_id, query
+    )
+
+
+@router.get(
+    INVOCATION,
+    summary="One invocation with its attempts",
+    operation_id="getInvocation",
+    responses=responses(200, "The invocation", 404, *READ_ERRORS),
+)
+def get_invocation(
+    tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam
+) -> Invocation:
+    path = agent_path(tenant_id, project_id, agent_id)
+    return invocation_api.get_invocation(caller(router), path, trigger_id, invocation_id)
+
+
+@router.post(
+    f"{INVOCATION}/cancel",
+    summary="Cancel a pending or running invocation",
+    operation_id="cancelInvocation",
+    responses=responses(200, "The cancelled invocation", 404, 409, *READ_ERRORS),
+)
+def cancel_invocation(
+    tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam
+) -> Invocation:
+    path = agent_path(tenant_id, project_id, agent_id)
+    return invocation_api.cancel_invocation(runtime_of(router), caller(router), path, trigger_id, invocation_id)
+
+
+@router.post(
+    f"{INVOCATION}/rerun",
+    status_code=202,
+    summary="Re-run a finished invocation",
+    operation_id="rerunInvocation",
+    responses=responses(202, "The re-run was started", 404, 409, *READ_ERRORS),
+)
+def rerun_invocation(
+    tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam
+) -> Response[RunAccepted]:
+    path = agent_path(tenant_id, project_id, agent_id)
+    accepted = invocation_api.rerun(runtime_of(router), caller(router), path, trigger_id, invocation_id)
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)
