@@ -257,15 +257,8 @@ def test_tenant_claim_name_is_configurable(
 # --- who may change a trigger ------------------------------------------------------------------
 
 
-@pytest.fixture
-def run_as_bob(api: ApiClient, stack: Stack) -> str:
-    """t2: created by carol (an admin) to run as bob."""
-    created = api.request("POST", BASE, {"id": "t2", **DAILY, "runAsUserId": "bob"}, claims=claims("carol", "[admin]"))
-    assert created.status == 201, created.body
-    return trigger_path("t2")
-
-
-@pytest.mark.parametrize(
+# Callers of t2 (created by carol, an admin, to run as bob) and whether they may change or run it.
+BY_WHO_MAY_CHANGE_T2 = pytest.mark.parametrize(
     ("sub", "roles", "allowed"),
     [
         pytest.param("carol", "[admin]", True, id="admin-creator"),
@@ -275,6 +268,17 @@ def run_as_bob(api: ApiClient, stack: Stack) -> str:
         pytest.param("bob", "[viewer]", False, id="runas-viewer"),
     ],
 )
+
+
+@pytest.fixture
+def run_as_bob(api: ApiClient, stack: Stack) -> str:
+    """t2: created by carol (an admin) to run as bob."""
+    created = api.request("POST", BASE, {"id": "t2", **DAILY, "runAsUserId": "bob"}, claims=claims("carol", "[admin]"))
+    assert created.status == 201, created.body
+    return trigger_path("t2")
+
+
+@BY_WHO_MAY_CHANGE_T2
 def test_only_admin_creator_or_run_as_user_may_change_a_trigger(
     api: ApiClient, stack: Stack, run_as_bob: str, sub: str, roles: str, allowed: bool
 ) -> None:
@@ -297,16 +301,7 @@ def test_a_creator_who_lost_the_editor_role_may_not_change_it(api: ApiClient, se
     assert api.request("PATCH", T1, {"name": "x"}, claims=claims("alice", "[editor]")).status == 200
 
 
-@pytest.mark.parametrize(
-    ("sub", "roles", "allowed"),
-    [
-        pytest.param("carol", "[admin]", True, id="admin-creator"),
-        pytest.param("bob", "[editor]", True, id="runas-editor"),
-        pytest.param("dave", "[admin]", True, id="other-admin"),
-        pytest.param("erin", "[editor]", False, id="other-editor"),
-        pytest.param("bob", "[viewer]", False, id="runas-viewer"),
-    ],
-)
+@BY_WHO_MAY_CHANGE_T2
 def test_only_who_may_change_a_trigger_may_run_it_now_or_rerun_it(
     api: ApiClient, stack: Stack, run_as_bob: str, sub: str, roles: str, allowed: bool
 ) -> None:
