@@ -10,7 +10,7 @@ PORT ?= 3000
 # Import the shared package and the function modules as Lambda does (the same list as pytest's pythonpath).
 export PYTHONPATH := $(CURDIR)/layers/sundial:$(CURDIR)/functions/api:$(CURDIR)/functions/dispatch:$(CURDIR)/functions/runner:$(CURDIR)
 
-.PHONY: help dev test lint typecheck unit e2e bench build openapi token invoke clean
+.PHONY: help dev test lint typecheck unit e2e soak bench build openapi token invoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -40,6 +40,9 @@ unit: $(VENV)/.synced ## pytest (all tests, in parallel; a file's tests stay on 
 
 e2e: $(VENV)/.synced ## Only the end-to-end tests: the local stack as a subprocess, driven over HTTP
 	$(BIN)/pytest -m e2e -q
+
+soak: $(VENV)/.synced ## The exactly-once model test at length: make soak EXAMPLES=20000 (prints how many ran)
+	SUNDIAL_MODEL_EXAMPLES=$(or $(EXAMPLES),20000) $(BIN)/pytest tests/model -q -s -p no:cacheprovider
 
 bench: $(VENV)/.synced ## Benchmarks; figures printed and written under bench/results/
 	$(BIN)/python -m bench

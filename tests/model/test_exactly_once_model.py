@@ -1,0 +1,853 @@
+"""A stateful model test of SPEC §2 (incarnations), §4 (missed runs) and §5 (exactly once, statuses).
+
+Hypothesis drives the real API handler, the real Dispatcher (whole ticks, and single rows stepped one
+write at a time so two dispatchers interleave and one can crash between any two steps) and the real
+runner steps, on moto DynamoDB tables built from template.yaml, with a fake clock, a fake Step
+Functions, a fake agent and lagging GSIs (tests/model/model_support.py). After every step it checks:
+
+* double-run: per (trigger, incarnation, scheduledFor) of scheduled runs at most one agent-call
+  sequence (one invocation id, attempt numbers 1, 2, … repeated only after a crashed call); per
+  invocation id for run-now and rerun;
+* incarnation-leak-*: no agent call of an incarnation after it was deleted; a re-created trigger's
+  invocation list, lastRun fields and run-now idempotency keys show nothing of its predecessor;
+* status-transition: pending → running → completed | failed, unfinished → cancelled, pending → skipped;
+  nothing leaves a final status;
+* one-time-finish: a one-time trigger whose run finished is disabled with nextRunAt null;
+* late-dispatch / backlog-replay: a scheduled occurrence reaching the agent after it was dispatched
+  later than max(catchUpWindowSeconds, 60 s), or while a later occurrence of its schedule was also missed;
+* overlap-skip: with overlapPolicy skip, no scheduled run starts while another invocation is unfinished;
+* and at the end of every example, after a settle with faults off (ticks every 30 s for 5 minutes,
+  every execution driven to its end): lost-occurrence (every occurrence of every schedule epoch ran,
+  or is counted in missedRunsSkipped), ran-superseded, stuck-open.
+
+Runs in the normal suite with a few examples. Soak (prints how many examples ran):
+
+    SUNDIAL_MODEL_EXAMPLES=20000 pytest tests/model -q -s -p no:randomly --hypothesis-show-statistics
+
+SUNDIAL_MODEL_TOLERATE=label,label lets the search go past known defects (their violations are counted
+and printed instead of failing); SUNDIAL_MODEL_STEPS sets the steps per example (default 40);
+SUNDIAL_MODEL_STALLED=1 also flags runs that reach the agent late because their execution stalled
+(SPEC §4's "executions resumed after a local-stack restart").
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, NoReturn
+
+import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sundial.agent_client import AgentRequest
+
+from tests.conftest import BASE, START, ApiClient, ApiResponse, FakeClock
+from tests.model.model_support import (
+    Execution,
+    InjectedCrash,
+    ModelSession,
+    SfnFault,
+    SteppedDispatch,
+    StoredInvocation,
+    World,
+    due_rows,
+    execution_prefix,
+    model_session,
+    pass_wait,
+    run_attempt,
+    run_finalize,
+    run_prepare,
+    run_watcher,
+    stored_invocations,
+    stored_trigger,
+    task_failed,
+    tick,
+)
+
+EXAMPLES = int(os.environ.get("SUNDIAL_MODEL_EXAMPLES", "12"))
+STEPS = int(os.environ.get("SUNDIAL_MODEL_STEPS", "40"))
+TOLERATED = frozenset(filter(None, os.environ.get("SUNDIAL_MODEL_TOLERATE", "").split(",")))
+CHECK_STALLED = os.environ.get("SUNDIAL_MODEL_STALLED") == "1"
+ON_TIME_GRACE = 60
+SETTLE_SECONDS = 300
+SETTLE_STEP = 30
+SLOTS = ("t0", "t1")
+CRONS = ("* * * * *", "*/5 * * * *")
+TOLERATED_SEEN: Counter[str] = Counter()
+EXAMPLES_RUN = Counter[str]()
+
+
+@dataclass
+class Epoch:
+    """A stretch of a trigger's life with one schedule: from `start` (exclusive) to `end` (exclusive)."""
+
+    start: datetime
+    enabled: bool
+    cron: str | None
+    run_at: datetime | None
+    end: datetime | None = None
+    # Occurrences with an execution started when the epoch was closed by an edit or a delete. An edit
+    # re-schedules from "strictly after now" (SPEC §4), so an occurrence no dispatcher had started by
+    # then (an outage) is dropped by the SPEC itself; one already started must still run (or be counted).
+    started: set[datetime] | None = None
+
+    def occurrences(self, until: datetime) -> list[datetime]:
+        if not self.enabled:
+            return []
+        stop = min(until, self.end - timedelta(seconds=1)) if self.end is not None else until
+        if self.run_at is not None:
+            return [self.run_at] if self.start < self.run_at <= stop else []
+        assert self.cron is not None
+        step = 1 if self.cron.startswith("* ") else int(self.cron.split()[0].removeprefix("*/"))
+        found = []
+        moment = self.start.replace(second=0) + timedelta(minutes=1)
+        while moment <= stop:
+            if moment.minute % step == 0:
+                found.append(moment)
+            moment += timedelta(minutes=1)
+        return found
+
+
+@dataclass
+class Incarnation:
+    trigger_id: str
+    incarnation: str
+    created_at: datetime
+    catch_up: int
+    overlap: str
+    epochs: list[Epoch]
+    schedule_version: int  # as stored right after the harness's last create/patch
+    deleted_at: datetime | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # run-now Idempotency-Key → invocation id
+
+    @property
+    def epoch(self) -> Epoch:
+        return self.epochs[-1]
+
+    def epoch_of(self, moment: datetime) -> Epoch | None:
+        for epoch in self.epochs:
+            if moment in epoch.occurrences(moment):
+                return epoch
+        return None
+
+
+class ModelViolationError(AssertionError):
+    """An invariant of the SPEC does not hold; the message starts with the invariant's label."""
+
+
+class ExactlyOnceModel(RuleBasedStateMachine):
+    session: ClassVar[ModelSession]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world: World | None = None
+        self.api = ApiClient()
+        self.live: dict[str, Incarnation] = {}
+        self.incarnations: dict[str, Incarnation] = {}
+        self.invocation_incarnation: dict[str, str] = {}
+        self.statuses: dict[str, str] = {}
+        self.inflight: list[SteppedDispatch] = []
+        self.violations: list[tuple[str, str]] = []
+        self.failed = False
+        self.first_calls: set[str] = set()
+        self.crashed: set[tuple[str, int]] = set()
+
+    # ---------------------------------------------------------------------------------------------
+    # set-up and helpers
+
+    @initialize(lag=st.integers(0, 5), shards=st.sampled_from([1, 2, 4]))
+    def start_world(self, lag: int, shards: int) -> None:
+        clock = FakeClock(START - timedelta(seconds=90))
+        self.world = World(self.session, clock, shards, lag)
+        self.world.incarnation_of = self._incarnation_of_execution
+        self.world.agent.on_call = self._on_agent_call
+        EXAMPLES_RUN["examples"] += 1
+
+    @property
+    def w(self) -> World:
+        assert self.world is not None
+        return self.world
+
+    def now(self) -> datetime:
+        return self.w.runtime.now()
+
+    def violation(self, label: str, message: str) -> None:
+        if label in TOLERATED:
+            TOLERATED_SEEN[label] += 1
+            return
+        self.violations.append((label, message))
+
+    def fail(self, label: str, message: str) -> NoReturn:
+        self.failed = True
+        raise ModelViolationError(f"[{label}] {message}")
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> ApiResponse | None:
+        """One API call; None when an injected crash killed the API Lambda mid-request."""
+        try:
+            return self.api.request(method, path, body, **kwargs)
+        except InjectedCrash:
+            return None
+
+    def _incarnation_of_execution(self, parsed: dict[str, Any], name: str) -> str | None:
+        """Which incarnation an execution belongs to: its input, its name, or (run-now) the live trigger."""
+        if parsed.get("incarnation"):
+            return str(parsed["incarnation"])
+        trigger_id = str(parsed["triggerId"])
+        if parsed["kind"] == "scheduled":
+            for incarnation in self.incarnations.values():
+                if incarnation.trigger_id == trigger_id and name.startswith(
+                    execution_prefix(trigger_id, incarnation.incarnation)
+                ):
+                    return incarnation.incarnation
+            return None
+        live = self.live.get(trigger_id)
+        return live.incarnation if live is not None else None
+
+    def executions(self) -> list[Execution]:
+        return list(self.w.sfn.executions.values())  # in the order they were started: stable across replays
+
+    def ready(self) -> list[Execution]:
+        now = self.now()
+        return [execution for execution in self.executions() if execution.ready(now)]
+
+    def map_invocations(self, invocations: list[StoredInvocation] | None = None) -> list[StoredInvocation]:
+        """Attribute every stored invocation to the incarnation it belongs to; returns them."""
+        for execution in self.w.sfn.executions.values():
+            if execution.incarnation is None and execution.kind == "scheduled":
+                # started by the API's immediate claim, before the harness learnt the new incarnation
+                execution.incarnation = self._incarnation_of_execution(execution.input, execution.name)
+            if execution.incarnation is not None:
+                self.invocation_incarnation.setdefault(execution.invocation_id, execution.incarnation)
+        invocations = stored_invocations() if invocations is None else invocations
+        for stored in invocations:
+            if stored.incarnation is not None:
+                self.invocation_incarnation.setdefault(stored.invocation_id, stored.incarnation)
+            if stored.invocation_id not in self.invocation_incarnation and stored.kind != "scheduled":
+                live = self.live.get(stored.trigger_id)
+                if live is not None:
+                    self.invocation_incarnation[stored.invocation_id] = live.incarnation
+        return invocations
+
+    def close_epoch(self, live: Incarnation) -> None:
+        self.map_invocations()
+        live.epoch.end = self.now()
+        live.epoch.started = {
+            execution.scheduled_for
+            for execution in self.w.sfn.executions.values()
+            if execution.kind == "scheduled" and execution.incarnation == live.incarnation
+        }
+
+    def register(self, trigger_id: str, body: dict[str, Any], catch_up: int, overlap: str) -> None:
+        stored = stored_trigger(trigger_id)
+        assert stored is not None, "created trigger not stored"
+        epoch = Epoch(
+            self.now(), bool(body.get("enabled", True)), body.get("cronExpression"), _instant(body.get("runAt"))
+        )
+        incarnation = Incarnation(
+            trigger_id, stored.incarnation, self.now(), catch_up, overlap, [epoch], stored.schedule_version
+        )
+        self.incarnations[stored.incarnation] = incarnation
+        self.live[trigger_id] = incarnation
+
+    # ---------------------------------------------------------------------------------------------
+    # trigger rules (the HTTP API)
+
+    @rule(
+        slot=st.sampled_from(SLOTS),
+        schedule=st.sampled_from([*CRONS, "once"]),
+        run_in=st.integers(60, 400),
+        catch_up=st.sampled_from([0, 3600]),
+        overlap=st.sampled_from(["allow", "skip"]),
+        max_retries=st.integers(0, 2),
+        crash=st.booleans(),
+    )
+    def create(
+        self, slot: str, schedule: str, run_in: int, catch_up: int, overlap: str, max_retries: int, crash: bool
+    ) -> None:
+        body: dict[str, Any] = {
+            "id": slot,
+            "name": f"trigger {slot}",
+            "catchUpWindowSeconds": catch_up,
+            "overlapPolicy": overlap,
+            "maxRetries": max_retries,
+            "retryDelaySeconds": 10,
+        }
+        if schedule == "once":
+            body["runAt"] = _iso(self.now() + timedelta(seconds=run_in))
+        else:
+            body["cronExpression"] = schedule
+        exists = slot in self.live
+        if crash and not exists:
+            self.w.sfn.fault = SfnFault("crash", 1)  # the API Lambda dies in its immediate claim, if it makes one
+        response = self.request("POST", BASE, body)
+        if crash and self.w.sfn.fault is not None and self.w.sfn.fault.kind == "crash":
+            self.w.sfn.fault = None
+        if exists:
+            if response is None or response.status != 409:
+                self.fail("api", f"re-using a live id: {response}")
+            return
+        if response is not None and response.status != 201:
+            self.fail("api", f"create answered {response.status} {response.body}")
+        self.register(slot, body, catch_up, overlap)
+
+    @rule(
+        slot=st.sampled_from(SLOTS),
+        change=st.sampled_from(["disable", "enable", *[f"cron:{cron}" for cron in CRONS], "runAt", "maxRetries"]),
+        run_in=st.integers(60, 400),
+        crash=st.booleans(),
+    )
+    def patch(self, slot: str, change: str, run_in: int, crash: bool) -> None:
+        live = self.live.get(slot)
+        body: dict[str, Any]
+        if change == "disable":
+            body = {"enabled": False}
+        elif change == "enable":
+            body = {"enabled": True}
+        elif change.startswith("cron:"):
+            body = {"cronExpression": change.removeprefix("cron:")}
+        elif change == "runAt":
+            body = {"runAt": _iso(self.now() + timedelta(seconds=run_in))}
+        else:
+            body = {"maxRetries": 1}
+        before = stored_trigger(slot)
+        if crash:
+            self.w.sfn.fault = SfnFault("crash", 1)
+        response = self.request("PATCH", f"{BASE}/{slot}", body)
+        if crash and self.w.sfn.fault is not None and self.w.sfn.fault.kind == "crash":
+            self.w.sfn.fault = None
+        if live is None:
+            if response is None or response.status != 404:
+                self.fail("api", f"patching a missing trigger: {response}")
+            return
+        if response is not None and response.status == 422:
+            epoch = live.epoch
+            if epoch.run_at is not None and epoch.run_at <= self.now() and change == "enable":
+                return  # a one-time trigger whose runAt has passed cannot be enabled again: documented
+            self.fail("api", f"patch {body} answered 422 {response.body}")
+        if response is not None and response.status != 200:
+            self.fail("api", f"patch {body} answered {response.status} {response.body}")
+        after = stored_trigger(slot)
+        assert before is not None
+        assert after is not None
+        if after.schedule_version != before.schedule_version:
+            got = self.request("GET", f"{BASE}/{slot}")
+            assert got is not None
+            assert got.status == 200, got
+            current = got.body
+            self.close_epoch(live)
+            live.epochs.append(
+                Epoch(
+                    self.now(), bool(current["enabled"]), current.get("cronExpression"), _instant(current.get("runAt"))
+                )
+            )
+        live.schedule_version = after.schedule_version
+
+    @rule(slot=st.sampled_from(SLOTS))
+    def delete(self, slot: str) -> None:
+        live = self.live.get(slot)
+        response = self.request("DELETE", f"{BASE}/{slot}")
+        if live is None:
+            if response is None or response.status != 404:
+                self.fail("api", f"deleting a missing trigger: {response}")
+            return
+        if response is None or response.status != 204:
+            self.fail("api", f"delete answered {response}")
+        self.close_epoch(live)
+        live.deleted_at = self.now()
+        del self.live[slot]
+
+    @rule(slot=st.sampled_from(SLOTS), key=st.sampled_from([None, "k1", "k2"]))
+    def run_now(self, slot: str, key: str | None) -> None:
+        live = self.live.get(slot)
+        headers = {"Idempotency-Key": key} if key else None
+        faulted = self.w.sfn.fault is not None
+        response = self.request("POST", f"{BASE}/{slot}/run", headers=headers)
+        self.map_invocations()
+        if live is None:
+            if response is None or response.status != 404:
+                self.fail("api", f"run-now of a missing trigger: {response}")
+            return
+        if response is None or response.status != 202:
+            if faulted and response is not None and response.status == 500:
+                return  # StartExecution failed: the run is recorded failed and the caller may retry
+            self.fail("api", f"run-now answered {response.status if response else None} {response and response.body}")
+        invocation_id = response.body["invocationId"]
+        owner = self.invocation_incarnation.get(invocation_id)
+        if owner is not None and owner != live.incarnation:
+            self.violation(
+                "incarnation-leak-key",
+                f"run-now of {slot} (incarnation {live.incarnation}) with Idempotency-Key {key!r} answered "
+                f"invocation {invocation_id} of the deleted incarnation {owner}",
+            )
+            return
+        self.invocation_incarnation[invocation_id] = live.incarnation
+        if key is not None:
+            previous = live.keys.setdefault(key, invocation_id)
+            if previous != invocation_id:
+                self.violation("idempotency", f"Idempotency-Key {key} gave {invocation_id}, before {previous}")
+
+    def _own_invocations(self, slot: str) -> list[StoredInvocation]:
+        live = self.live[slot]
+        return [
+            stored
+            for stored in self.map_invocations()
+            if stored.trigger_id == slot and self.invocation_incarnation.get(stored.invocation_id) == live.incarnation
+        ]
+
+    @precondition(lambda self: bool(self.live))
+    @rule(slot=st.sampled_from(SLOTS), pick=st.integers(0, 5))
+    def cancel(self, slot: str, pick: int) -> None:
+        if slot not in self.live:
+            return
+        unfinished = [stored for stored in self._own_invocations(slot) if stored.status in ("pending", "running")]
+        if not unfinished:
+            return
+        target = sorted(unfinished, key=lambda stored: stored.invocation_id)[pick % len(unfinished)]
+        response = self.request("POST", f"{BASE}/{slot}/invocations/{target.invocation_id}/cancel")
+        if response is None or response.status != 200:
+            self.fail("api", f"cancel of {target.status} invocation answered {response}")
+
+    @precondition(lambda self: bool(self.live))
+    @rule(slot=st.sampled_from(SLOTS), pick=st.integers(0, 5))
+    def rerun(self, slot: str, pick: int) -> None:
+        if slot not in self.live:
+            return
+        finished = [stored for stored in self._own_invocations(slot) if stored.status not in ("pending", "running")]
+        if not finished:
+            return
+        target = sorted(finished, key=lambda stored: stored.invocation_id)[pick % len(finished)]
+        faulted = self.w.sfn.fault is not None
+        response = self.request("POST", f"{BASE}/{slot}/invocations/{target.invocation_id}/rerun")
+        if response is not None and response.status == 202:
+            self.invocation_incarnation[response.body["invocationId"]] = self.live[slot].incarnation
+        elif not (faulted and response is not None and response.status == 500):
+            self.fail("api", f"rerun answered {response}")
+        self.map_invocations()
+
+    # ---------------------------------------------------------------------------------------------
+    # dispatch rules
+
+    @rule()
+    def dispatcher_tick(self) -> None:
+        tick(self.w.runtime)
+
+    @precondition(lambda self: len(self.inflight) < 3)
+    @rule(pick=st.integers(0, 5))
+    def begin_dispatch(self, pick: int) -> None:
+        rows = due_rows(self.w.runtime)
+        if rows:
+            self.inflight.append(SteppedDispatch.begin(self.w.runtime, self.w.sfn, rows[pick % len(rows)]))
+            self._reap()
+
+    @precondition(lambda self: bool(self.inflight))
+    @rule(pick=st.integers(0, 5), crash=st.booleans())
+    def step_dispatch(self, pick: int, crash: bool) -> None:
+        self.inflight[pick % len(self.inflight)].step(crash)
+        self._reap()
+
+    def _reap(self) -> None:
+        for stepped in [stepped for stepped in self.inflight if stepped.done]:
+            self.inflight.remove(stepped)
+            error = stepped.gate.error
+            if error is not None and not isinstance(error, InjectedCrash | ClientError | ReadTimeoutError):
+                self.fail("dispatcher", f"stepped dispatcher raised {error!r}")
+
+    @rule(kind=st.sampled_from(["throttle", "lost"]), calls=st.sampled_from([1, 3, None]), seconds=st.integers(1, 600))
+    def sfn_fault(self, kind: str, calls: int | None, seconds: int) -> None:
+        """StartExecution fails for the next few calls, or for a while (until the clock has moved on)."""
+        until = self.now() + timedelta(seconds=seconds) if calls is None else None
+        self.w.sfn.fault = SfnFault(kind, calls, until)
+
+    @rule()
+    def sfn_healthy(self) -> None:
+        self.w.sfn.fault = None
+
+    @rule(shards=st.sampled_from([1, 2, 4, 8]))
+    def reshard(self, shards: int) -> None:
+        self.w.reshard(shards)
+
+    # ---------------------------------------------------------------------------------------------
+    # time
+
+    @rule(seconds=st.one_of(st.integers(1, 30), st.integers(31, 300), st.integers(3600, 4 * 3600)))
+    def advance_clock(self, seconds: int) -> None:
+        self.w.advance(seconds)
+
+    # ---------------------------------------------------------------------------------------------
+    # executions (the state machine)
+
+    @precondition(lambda self: self.world is not None and bool(self.ready()))
+    @rule(
+        pick=st.integers(0, 7),
+        reply=st.sampled_from([200, 200, 503, 400]),
+        fault=st.sampled_from(["none", "none", "none", "before", "after", "crash"]),
+        exhausted=st.booleans(),
+    )
+    def step_execution(self, pick: int, reply: int, fault: str, exhausted: bool) -> None:
+        ready = self.ready()
+        self.step(ready[pick % len(ready)], reply, fault, exhausted)
+
+    def step(self, execution: Execution, reply: int, fault: str, exhausted: bool) -> None:
+        runtime = self.w.runtime
+        if execution.phase in ("wait", "backoff"):
+            pass_wait(execution)
+        elif execution.phase == "prepare":
+            if fault == "none":
+                run_prepare(runtime, execution)
+            elif fault == "after":
+                run_prepare(runtime, execution)
+                execution.phase, execution.state = "prepare", None
+                task_failed(execution, exhausted)
+            else:
+                task_failed(execution, exhausted)
+        elif execution.phase == "attempt":
+            self.w.agent.status = reply
+            self.w.agent.crash = fault == "crash"
+            saved = (execution.state, execution.status, execution.phase, execution.wait_until)
+            try:
+                if fault != "before":
+                    run_attempt(runtime, self.w.agent, execution)
+            except InjectedCrash:
+                pass
+            finally:
+                self.w.agent.crash = False
+            if fault != "none":
+                execution.state, execution.status, execution.phase, execution.wait_until = saved
+                task_failed(execution, exhausted)
+        elif execution.phase == "finalize":
+            run_finalize(runtime, execution)
+
+    @precondition(
+        lambda self: (
+            self.world is not None
+            and any(execution.status in ("FAILED", "ABORTED") for execution in self.w.sfn.executions.values())
+        )
+    )
+    @rule(pick=st.integers(0, 7))
+    def deliver_watcher_event(self, pick: int) -> None:
+        ended = [execution for execution in self.executions() if execution.status in ("FAILED", "ABORTED")]
+        run_watcher(self.w.runtime, ended[pick % len(ended)])
+
+    # ---------------------------------------------------------------------------------------------
+    # checks made at the moment of an agent call
+
+    def _on_agent_call(self, request: AgentRequest, execution: Execution) -> None:
+        now = self.now()
+        if execution.incarnation is None and execution.kind == "scheduled":
+            execution.incarnation = self._incarnation_of_execution(execution.input, execution.name)
+        live = self.live.get(request.trigger_id)
+        if execution.incarnation is None or live is None or live.incarnation != execution.incarnation:
+            self.violation(
+                "incarnation-leak-run",
+                f"agent called at {_iso(now)} for {execution.kind} {request.invocation_id} of trigger "
+                f"{request.trigger_id} incarnation {execution.incarnation}, but the live incarnation is "
+                f"{live.incarnation if live else None} (execution {execution.name}, "
+                f"started {_iso(execution.started_at)})",
+            )
+        if execution.kind != "scheduled" or request.invocation_id in self.first_calls:
+            return
+        self.first_calls.add(request.invocation_id)
+        incarnation = self.incarnations.get(execution.incarnation or "")
+        if incarnation is None:
+            return
+        occurrence = execution.scheduled_for
+        window = max(incarnation.catch_up, ON_TIME_GRACE)
+        dispatched = max(execution.started_at, occurrence)
+        late = (dispatched - occurrence).total_seconds()
+        if late > window:
+            self.violation(
+                "late-dispatch",
+                f"occurrence {_iso(occurrence)} of {request.trigger_id} (catchUpWindowSeconds {incarnation.catch_up}) "
+                f"was started at {_iso(execution.started_at)}, {late:.0f} s late, and still ran at {_iso(now)}",
+            )
+        elif late > ON_TIME_GRACE:
+            epoch = incarnation.epoch_of(occurrence)
+            missed_by = dispatched - timedelta(seconds=ON_TIME_GRACE)
+            later = [o for o in (epoch.occurrences(dispatched) if epoch else []) if occurrence < o < missed_by]
+            if later:
+                self.violation(
+                    "backlog-replay",
+                    f"missed occurrence {_iso(occurrence)} of {request.trigger_id} ran (started {_iso(dispatched)}) "
+                    f"although the later {_iso(later[-1])} was missed too",
+                )
+        if CHECK_STALLED and (now - occurrence).total_seconds() > window:
+            self.violation("late-run-stalled", f"occurrence {_iso(occurrence)} reached the agent at {_iso(now)}")
+        if incarnation.overlap == "skip":
+            for other in self.map_invocations():
+                if (
+                    other.trigger_id != request.trigger_id
+                    or other.invocation_id == request.invocation_id
+                    or self.invocation_incarnation.get(other.invocation_id) != incarnation.incarnation
+                ):
+                    continue
+                if other.status == "running" or (
+                    other.status == "pending" and (other.kind != "scheduled" or other.scheduled_for < occurrence)
+                ):
+                    self.violation(
+                        "overlap-skip",
+                        f"scheduled {request.invocation_id} of {request.trigger_id} (overlapPolicy skip) started "
+                        f"while {other.kind} invocation {other.invocation_id} was {other.status}",
+                    )
+
+    # ---------------------------------------------------------------------------------------------
+    # invariants
+
+    @invariant()
+    def invariants_hold(self) -> None:
+        if self.world is None:
+            return
+        self.check_now()
+
+    def check_now(self) -> None:
+        invocations = self.map_invocations()
+        self._check_statuses(invocations)
+        self._check_agent_calls()
+        self._check_incarnation_views(invocations)
+        self._check_one_time(invocations)
+        if self.violations:
+            label, message = self.violations[0]
+            self.fail(label, message)
+
+    def _check_statuses(self, invocations: list[StoredInvocation]) -> None:
+        for stored in invocations:
+            before = self.statuses.get(stored.invocation_id)
+            if before is not None and before != stored.status:
+                allowed = {"pending": {"running", "completed", "failed", "cancelled", "skipped"}}.get(
+                    before, {"completed", "failed", "cancelled"} if before == "running" else set()
+                )
+                if stored.status not in allowed:
+                    self.violation(
+                        "status-transition",
+                        f"{stored.kind} invocation {stored.invocation_id} went {before} → {stored.status}"
+                        f" ({stored.error})",
+                    )
+            self.statuses[stored.invocation_id] = stored.status
+            if stored.invocation_id not in self.invocation_incarnation:
+                self.fail("harness", f"invocation {stored.invocation_id} of unknown origin")
+
+    def _check_agent_calls(self) -> None:
+        sequences: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+        for call in self.w.agent.calls:
+            key: tuple[Any, ...]
+            if call.kind == "scheduled":
+                key = (call.trigger_id, call.incarnation, call.scheduled_for)
+            else:
+                key = (call.invocation_id,)
+            sequences[key].append(call)
+        for key, calls in sequences.items():
+            ids = {call.invocation_id for call in calls}
+            if len(ids) > 1:
+                self.violation(
+                    "double-run",
+                    f"occurrence {key} ran as {len(ids)} call sequences: "
+                    + "; ".join(f"{call.invocation_id} #{call.attempt_number} at {_iso(call.at)}" for call in calls),
+                )
+                continue
+            previous = None
+            for call in calls:
+                expected = {1} if previous is None else {previous.attempt_number + 1}
+                if previous is not None and previous.crashed:
+                    expected.add(previous.attempt_number)
+                if call.attempt_number not in expected:
+                    self.violation(
+                        "double-run",
+                        f"{key}: attempt {call.attempt_number} after "
+                        f"{previous.attempt_number if previous else None} ({call.invocation_id})",
+                    )
+                previous = call
+
+    def _check_incarnation_views(self, invocations: list[StoredInvocation]) -> None:
+        finished_at: dict[str, set[str]] = defaultdict(set)
+        for stored in invocations:
+            if stored.status not in ("pending", "running"):
+                finished_at[self.invocation_incarnation.get(stored.invocation_id, "")].add(_iso(stored.scheduled_for))
+        for slot, live in self.live.items():
+            if not any(other.trigger_id == slot for other in self.incarnations.values() if other is not live):
+                continue  # no earlier incarnation whose leftovers could show
+            listed = self.request("GET", f"{BASE}/{slot}/invocations", query={"limit": 100})
+            assert listed is not None
+            assert listed.status == 200, listed
+            for item in listed.body["data"]:
+                owner = self.invocation_incarnation.get(item["id"])
+                if owner != live.incarnation:
+                    self.violation(
+                        "incarnation-leak-list",
+                        f"the invocations of {slot} (incarnation {live.incarnation}) list {item['kind']} "
+                        f"{item['id']} ({item['status']}) of incarnation {owner}",
+                    )
+            got = self.request("GET", f"{BASE}/{slot}")
+            assert got is not None
+            assert got.status == 200, got
+            last = got.body.get("lastRunAt")
+            if last is not None and last not in finished_at[live.incarnation]:
+                self.violation(
+                    "incarnation-leak-lastrun",
+                    f"{slot} (incarnation {live.incarnation}) shows lastRunAt {last} "
+                    f"({got.body.get('lastRunStatus')}), which no run of this incarnation has",
+                )
+
+    def _check_one_time(self, invocations: list[StoredInvocation]) -> None:
+        for slot, live in self.live.items():
+            if live.epoch.run_at is None:
+                continue
+            finished = [
+                stored
+                for stored in invocations
+                if stored.kind == "scheduled"
+                and stored.status in ("completed", "failed")
+                and self.invocation_incarnation.get(stored.invocation_id) == live.incarnation
+                and stored.schedule_version == live.schedule_version
+            ]
+            if not finished:
+                continue
+            stored = stored_trigger(slot)
+            assert stored is not None
+            if stored.enabled or stored.next_run_at is not None:
+                self.violation(
+                    "one-time-finish",
+                    f"one-time {slot}: run {finished[0].invocation_id} ended {finished[0].status} but the trigger "
+                    f"shows enabled={stored.enabled}, nextRunAt={stored.next_run_at}",
+                )
+
+    # ---------------------------------------------------------------------------------------------
+    # settle: faults off, run until quiet, then nothing may be lost
+
+    def drive_all(self) -> None:
+        for _ in range(500):
+            ready = self.ready()
+            watchers = [
+                execution
+                for execution in self.executions()
+                if execution.status in ("FAILED", "ABORTED") and execution.watcher_deliveries == 0
+            ]
+            if not ready and not watchers:
+                return
+            for execution in ready:
+                self.step(execution, 200, "none", False)
+            for execution in watchers:
+                run_watcher(self.w.runtime, execution)
+        raise AssertionError("executions never settled")
+
+    def settle(self) -> None:
+        world = self.w
+        world.sfn.fault = None
+        for stepped in self.inflight:
+            stepped.finish()
+        self._reap()
+        self.inflight.clear()
+        end = self.now() + timedelta(seconds=SETTLE_SECONDS)
+        while self.now() < end:
+            tick(world.runtime)
+            self.drive_all()
+            self.check_now()
+            world.advance(SETTLE_STEP)
+        self.drive_all()
+        self.check_now()
+        settled = self.now()
+        invocations = self.map_invocations()
+        for stored in invocations:
+            if stored.status in ("pending", "running") and stored.scheduled_for <= settled - timedelta(seconds=300):
+                self.violation(
+                    "stuck-open",
+                    f"{stored.kind} invocation {stored.invocation_id} of {stored.trigger_id} for "
+                    f"{_iso(stored.scheduled_for)} is still {stored.status} at {_iso(settled)}",
+                )
+        for slot, live in self.live.items():
+            self._check_accounting(slot, live, invocations, settled)
+        if self.violations:
+            label, message = self.violations[0]
+            self.fail(label, message)
+
+    def _check_accounting(
+        self, slot: str, live: Incarnation, invocations: list[StoredInvocation], settled: datetime
+    ) -> None:
+        expected: set[datetime] = set()
+        every: set[datetime] = set()
+        for epoch in live.epochs:
+            due = set(epoch.occurrences(settled))
+            every.update(due)
+            expected.update(due if epoch.started is None else due & epoch.started)
+        accounted: set[datetime] = set()
+        for stored in invocations:
+            if stored.kind != "scheduled" or self.invocation_incarnation.get(stored.invocation_id) != live.incarnation:
+                continue
+            if (stored.status == "cancelled" and stored.error == "superseded") or stored.missed_skip:
+                continue
+            accounted.add(stored.scheduled_for)
+            if stored.attempts > 0 and live.epoch_of(stored.scheduled_for) is None:
+                self.violation(
+                    "ran-superseded",
+                    f"{slot} ran {_iso(stored.scheduled_for)} ({stored.invocation_id}, {stored.status}), which no "
+                    f"schedule of the trigger had when it was due: {live.epochs}",
+                )
+        stored_now = stored_trigger(slot)
+        assert stored_now is not None
+        skipped = stored_now.missed_runs_skipped
+        missing = sorted(expected - accounted)
+        surely = [moment for moment in missing if moment <= settled - timedelta(seconds=180)]
+        if len(surely) > skipped:
+            superseded = sorted(
+                _iso(stored.scheduled_for)
+                for stored in invocations
+                if stored.trigger_id == slot and stored.error == "superseded" and stored.scheduled_for in set(missing)
+            )
+            self.violation(
+                "lost-occurrence",
+                f"{slot} (incarnation {live.incarnation}): {len(surely)} occurrences neither ran nor were counted "
+                f"as missed (missedRunsSkipped={skipped}): {[_iso(m) for m in surely][:6]}; cancelled as superseded: "
+                f"{superseded[:6]}; epochs {live.epochs}",
+            )
+        if skipped > len(every - accounted):
+            self.violation(
+                "over-counted",
+                f"{slot}: missedRunsSkipped={skipped} but only {len(every - accounted)} occurrences did not run",
+            )
+
+    def teardown(self) -> None:
+        try:
+            if self.world is not None and not self.failed:
+                self.settle()
+        finally:
+            for stepped in self.inflight:
+                while not stepped.done:
+                    stepped.step(crash=True)
+            if self.world is not None:
+                self.world.close()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+
+@pytest.mark.slow
+def test_exactly_once_model() -> None:
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        try:
+            run_state_machine_as_test(ExactlyOnceModel, settings=SETTINGS)
+        finally:
+            print(f"\nexactly-once model: {EXAMPLES_RUN['examples']} examples run; tolerated: {dict(TOLERATED_SEEN)}")
