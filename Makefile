@@ -28,9 +28,10 @@ dev: $(VENV)/.synced ## Run the whole system locally (emulated AWS, API, dispatc
 
 test: lint typecheck unit ## Lint, type-check and run every test
 
-lint: $(VENV)/.synced ## ruff lint and format check
+lint: $(VENV)/.synced ## ruff lint and format check, and the package's layering rules (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.synced ## mypy
 	$(BIN)/mypy

@@ -39,9 +39,10 @@ from botocore.exceptions import ClientError
 from sundial.aws_retry import Backoff
 from sundial.dispatch import START_BACKOFF, Dispatcher, TickReport
 from sundial.dispatch_store import Advance, Claim, Cursor, DueRow
+from sundial.domain.instants import format_instant
 from sundial.runtime import Runtime
 from sundial.settings import Settings
-from sundial.storage import due_shard_for, format_instant
+from sundial.storage import due_shard_for
 
 from sundial_local.template import resource
 

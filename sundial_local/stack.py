@@ -24,7 +24,7 @@ from unittest import mock
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
-from sundial.execution import ExecutionInput
+from sundial.contracts.execution import ExecutionInput
 
 from sundial_local import state
 from sundial_local.config import ACCOUNT, REGION, LocalConfig

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jwt
-from sundial.auth import ROLE_RANK
+from sundial.domain.auth import ROLE_RANK
 from sundial.settings import Settings
 
 from sundial_local.config import LocalConfig

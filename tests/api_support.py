@@ -14,7 +14,8 @@ from boto3.dynamodb.types import TypeDeserializer
 from moto import mock_aws
 from moto.moto_api._internal.models import moto_api_backend
 from sundial import invocations
-from sundial.invocations import compact_instant
+from sundial.domain import naming
+from sundial.domain.instants import compact_instant
 from sundial.runtime import Runtime
 from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
@@ -149,7 +150,7 @@ def seed_invocation(
         trigger_id=trigger_id,
         incarnation=incarnation_of(trigger_id),
         kind=kind,  # type: ignore[arg-type]
-        invocation_id=invocations.invocation_id_for(key, scheduled_for),
+        invocation_id=naming.invocation_id_for(key, scheduled_for),
         idempotency_key=key,
         scheduled_for=scheduled_for,
         ref="main",

@@ -22,11 +22,11 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
-from sundial.auth import Principal
 from sundial.aws_retry import Backoff
+from sundial.contracts.api import TriggerCreate
 from sundial.dispatch import START_BACKOFF, Dispatcher
 from sundial.dispatch_store import DispatchStore, DueRow, DynamoDispatchStore
-from sundial.models import TriggerCreate
+from sundial.domain.auth import Principal
 from sundial.runtime import Runtime
 from sundial.settings import Settings
 from sundial.storage import TriggerRecord, due_shard_for, trigger_pk

@@ -31,7 +31,7 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
 from sundial.agent_client import AgentClient
 from sundial.dispatch import start_request
 from sundial.dispatch_store import Claim, due_row
-from sundial.invocations import scheduled_execution_name
+from sundial.domain.naming import scheduled_execution_name
 from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.lambdas import routed_lambdas

@@ -23,9 +23,9 @@ from sundial.agent_client import (
     SecretToken,
     agent_client_for,
     classify_status,
-    render_message,
     token_source,
 )
+from sundial.domain.message import render_message
 from sundial.runtime import Runtime
 from sundial.settings import Settings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sundial.invocations import scheduled_execution_name
+from sundial.domain.naming import scheduled_execution_name
 
 from tests.conftest import START, FakeClock
 from tests.dispatch_support import counting_calls, dispatch_env, dispatcher, seed_many, stored

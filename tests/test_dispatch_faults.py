@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from sundial.dispatch import START_BACKOFF
 from sundial.dispatch_store import Advance, Claim, Cursor, DueRow, DynamoDispatchStore
-from sundial.invocations import scheduled_execution_name
+from sundial.domain.naming import scheduled_execution_name
 from sundial.runtime import Runtime
 
 from tests.conftest import START, FakeClock

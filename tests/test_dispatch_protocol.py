@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from sundial import dispatch
+from sundial.contracts.api import TriggerPatch
 from sundial.dispatch import plan
 from sundial.dispatch_store import Advance, Claim, DueRow, DynamoDispatchStore
-from sundial.errors import ValidationFailedError
-from sundial.invocations import invocation_id_for, scheduled_execution_name
-from sundial.missed_runs import ON_TIME_GRACE
-from sundial.models import TriggerPatch
+from sundial.domain.errors import ValidationFailedError
+from sundial.domain.missed_runs import ON_TIME_GRACE
+from sundial.domain.naming import invocation_id_for, scheduled_execution_name
 from sundial.triggers import delete_trigger, update_trigger
 
 from tests.conftest import START, FakeClock

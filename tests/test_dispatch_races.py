@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from pynamodb.exceptions import DoesNotExist
+from sundial.contracts.api import TriggerPatch
 from sundial.dispatch import TickReport
-from sundial.invocations import scheduled_execution_name
-from sundial.models import TriggerPatch
+from sundial.domain.naming import scheduled_execution_name
 from sundial.triggers import delete_trigger, update_trigger
 
 from tests.conftest import BASE, START, ApiClient, FakeClock

@@ -16,9 +16,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from sundial import invocation_api, invocations, runner
 from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome
-from sundial.execution import ExecutionInput
-from sundial.models import TriggerCreate, TriggerPatch
-from sundial.retry_policy import UNFINISHED_RETENTION, longest_run
+from sundial.contracts.api import TriggerCreate, TriggerPatch
+from sundial.contracts.execution import ExecutionInput
+from sundial.domain.retry_policy import UNFINISHED_RETENTION, longest_run
 from sundial.runtime import SFN_CLIENT_CONFIG, Runtime, _default_sfn_client
 from sundial.storage import InvocationRecord, ShardMarkerRecord, TriggerRecord, due_shard_for
 from sundial.triggers import (

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sundial import invocation_api, runner
 from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome
-from sundial.execution import ExecutionInput
+from sundial.contracts.execution import ExecutionInput
 from sundial.runtime import Runtime
 
 from tests.conftest import START, FakeClock, make_settings

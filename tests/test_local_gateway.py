@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 import urllib3
-from sundial.auth import Principal
+from sundial.domain.auth import Principal
 
 from sundial_local.gateway import ApiGateway, TokenRejectedError, build_event, claim_text, verify_bearer
 from sundial_local.token import issue_token, parse_roles

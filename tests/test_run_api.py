@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from sundial import invocation_api, invocations
-from sundial.auth import Principal
+from sundial.domain.auth import Principal
 from sundial.storage import invocation_partition
 from sundial.triggers import AgentPath
 

@@ -18,8 +18,9 @@ import pytest
 import runner_handler
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core.exceptions import JsonRESTError
-from sundial import invocations, retry_policy, runner
+from sundial import invocations, runner
 from sundial.agent_client import AgentRequest, AgentResult
+from sundial.domain import naming, retry_policy
 from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.template import ASL_PATH, resource
@@ -404,8 +405,8 @@ def skip_trigger_whose_claims_sort(api: ApiClient, superseded_first: bool) -> di
         trigger = create(api, id=f"hourly-{number}", overlapPolicy="skip")
         row = TriggerRecord.get(trigger_pk("acme", trigger["id"]))
         superseded, current = (
-            invocations.invocation_id_for(
-                invocations.scheduled_execution_name("acme", row.trigger_id, row.incarnation, version, AT), AT
+            naming.invocation_id_for(
+                naming.scheduled_execution_name("acme", row.trigger_id, row.incarnation, version, AT), AT
             )
             for version in (1, 2)
         )

@@ -14,14 +14,14 @@ import pytest
 from cronsim import CronSim
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from sundial.errors import ScheduleError
-from sundial.schedule import (
+from sundial.domain.errors import ScheduleError
+from sundial.domain.instants import format_instant
+from sundial.domain.schedule import (
     MACROS,
     CronSchedule,
     OneTimeSchedule,
     Schedule,
     parse_run_at,
-    to_utc_iso,
     validate_timezone,
 )
 
@@ -33,11 +33,11 @@ def utc(text: str) -> datetime:
 def runs_between(expression: str, zone: str, start: str, end: str) -> list[str]:
     """Occurrences in (start, end], as the API would print them."""
     occurrences = CronSchedule.parse(expression, zone).occurrences_after(utc(start))
-    return [to_utc_iso(moment) for moment in itertools.takewhile(lambda m: m <= utc(end), occurrences)]
+    return [format_instant(moment) for moment in itertools.takewhile(lambda m: m <= utc(end), occurrences)]
 
 
 def next_runs(expression: str, after: str, count: int, zone: str = "UTC") -> list[str]:
-    return [to_utc_iso(moment) for moment in CronSchedule.parse(expression, zone).next_runs(utc(after), count)]
+    return [format_instant(moment) for moment in CronSchedule.parse(expression, zone).next_runs(utc(after), count)]
 
 
 # --- DST: Debian/Vixie rules, expected instants worked out by hand --------------------------------------
@@ -560,7 +560,7 @@ NOW = utc("2026-11-26T12:00:00Z")
 )
 def test_parse_run_at(value: str | datetime, expected: str) -> None:
     run_at = parse_run_at(value, NOW)
-    assert to_utc_iso(run_at) == expected
+    assert format_instant(run_at) == expected
     assert run_at.tzinfo is UTC
     assert run_at.microsecond == 0
 
@@ -591,12 +591,12 @@ def test_parse_run_at_past_tolerance_is_configurable() -> None:
         parse_run_at("2026-11-26T11:59:59Z", NOW, max_past_seconds=0)
 
 
-def test_to_utc_iso() -> None:
-    assert to_utc_iso(datetime(2026, 11, 26, 16, 0, 0, 999, tzinfo=ZoneInfo("Europe/Berlin"))) == (
+def test_format_instant() -> None:
+    assert format_instant(datetime(2026, 11, 26, 16, 0, 0, 999, tzinfo=ZoneInfo("Europe/Berlin"))) == (
         "2026-11-26T15:00:00Z"
     )
     with pytest.raises(ValueError, match="timezone-aware"):
-        to_utc_iso(datetime(2026, 11, 26))
+        format_instant(datetime(2026, 11, 26))
 
 
 # --- Cross-check against cronsim directly ----------------------------------------------------------------
@@ -648,7 +648,7 @@ def test_lord_howe_wildcard_runs_that_cronsim_skips(
     """
     zone = "Australia/Lord_Howe"
     ours = runs_between(expression, zone, start, end)
-    reference = [to_utc_iso(moment) for moment in cronsim_runs(expression, zone, utc(start), utc(end))]
+    reference = [format_instant(moment) for moment in cronsim_runs(expression, zone, utc(start), utc(end))]
     assert sorted(set(ours) - set(reference)) == missed_by_cronsim
     assert set(reference) <= set(ours)
 

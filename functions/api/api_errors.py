@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from sundial.errors import BadRequestError, SundialError, UnsupportedMediaTypeError
+from sundial.domain.errors import BadRequestError, SundialError, UnsupportedMediaTypeError
 from sundial.observability import logger
 
 

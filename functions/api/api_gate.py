@@ -16,8 +16,8 @@ from api_request import PRINCIPAL, runtime_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
-from sundial.auth import Principal
-from sundial.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from sundial.domain.auth import Principal
+from sundial.domain.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 
 # Read without a token (SPEC §3): the API's own description. Every other route needs one.
 PUBLIC_PATHS = frozenset({"/openapi.json"})

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, content_
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from sundial.models import ID_PATTERN, ErrorResponse
+from sundial.contracts.api import ID_PATTERN, ErrorResponse
 from sundial.pagination import MAX_PAGE_SIZE
 
 BASE = "/tenants/<tenant_id>/projects/<project_id>/agents/<agent_id>/scheduled-triggers"

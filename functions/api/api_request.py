@@ -5,8 +5,8 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from pydantic import BaseModel
 from sundial import triggers
-from sundial.auth import Principal
-from sundial.errors import FieldProblem, ValidationFailedError
+from sundial.domain.auth import Principal
+from sundial.domain.errors import FieldProblem, ValidationFailedError
 from sundial.runtime import Runtime
 
 PRINCIPAL = "principal"

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from sundial import invocation_api
-from sundial.models import Invocation, InvocationPage, InvocationStatus, RunAccepted
+from sundial.contracts.api import Invocation, InvocationPage, InvocationStatus, RunAccepted
 from sundial.pagination import DEFAULT_PAGE_SIZE
 
 router = APIGatewayHttpRouter()

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from sundial import triggers
-from sundial.models import (
+from sundial.contracts.api import (
     SchedulePreview,
     SchedulePreviewRequest,
     Trigger,

@@ -13,8 +13,8 @@ import api_handler
 import pytest
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial import triggers
-from sundial.auth import Principal
-from sundial.models import TriggerCreate
+from sundial.contracts.api import TriggerCreate
+from sundial.domain.auth import Principal
 
 from tests.api_support import PROJECT_BASE, assert_error, scan, seed_invocation, trigger_path
 from tests.conftest import BASE, EVENTS, START, ApiClient, ApiResponse, LambdaContextStub, Stack

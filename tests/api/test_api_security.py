@@ -11,8 +11,8 @@ from typing import Any
 import api_handler
 import pytest
 from sundial import triggers
-from sundial.auth import Principal
-from sundial.models import TriggerCreate
+from sundial.contracts.api import TriggerCreate
+from sundial.domain.auth import Principal
 from sundial.runtime import Runtime
 from sundial.settings import Settings
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
 from sundial import triggers
-from sundial.auth import Principal
-from sundial.errors import ConflictError
-from sundial.models import Trigger, TriggerPatch
+from sundial.contracts.api import Trigger, TriggerPatch
+from sundial.domain.auth import Principal
+from sundial.domain.errors import ConflictError
 from sundial.storage import due_shard_for
 
 from tests.api_support import (

@@ -42,10 +42,11 @@ from sundial import dispatch, runner
 from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome, classify_status
 from sundial.dispatch import START_BACKOFF, Backoff, Dispatcher, TickReport
 from sundial.dispatch_store import Cursor, DueRow, DynamoDispatchStore
-from sundial.invocations import scheduled_execution_name
+from sundial.domain.instants import parse_instant
+from sundial.domain.naming import scheduled_execution_name
 from sundial.runtime import Runtime
 from sundial.settings import Settings
-from sundial.storage import InvocationRecord, TriggerRecord, parse_instant, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
 
 from sundial_local.template import create_tables
 from tests.conftest import ACCOUNT, REGION, FakeClock, make_settings
@@ -649,7 +650,7 @@ def execution_prefix(trigger_id: str, incarnation: str) -> str:
 
 
 def scheduled_invocation_id(execution_name: str, scheduled_for: datetime) -> str:
-    from sundial.invocations import invocation_id_for
+    from sundial.domain.naming import invocation_id_for
 
     return invocation_id_for(execution_name, scheduled_for)
 

@@ -1,1 +1,1 @@
-"""Sundial's shared package: models, schedule maths, storage and the agent client."""
+"""Sundial's shared package: domain rules, contracts, storage, the use cases and the agent client."""

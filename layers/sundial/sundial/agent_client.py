@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -41,7 +41,6 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_ERROR_DETAIL_CHARS = 300
 MAX_BODY_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 16 * 1024
-PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 REDACTED = "[redacted]"
 # `Authorization: …` as a header line, a JSON/dict key or a form field; the value runs to the end of its quotes or line.
 AUTHORIZATION = re.compile(
@@ -118,41 +117,6 @@ def classify_status(status: int) -> AttemptOutcome:
     if status in RETRYABLE_STATUSES or status >= 500:
         return AttemptOutcome.RETRYABLE_ERROR
     return AttemptOutcome.REJECTED
-
-
-def _placeholder_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _lookup(payload: Any, path: str) -> Any:
-    """`a.b.0.c` through nested objects (and arrays by index); None when any step is missing."""
-    current = payload
-    for part in path.split("."):
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return None
-    return current
-
-
-def render_message(template: str | None, payload: dict[str, Any] | None, builtins: Mapping[str, str]) -> str:
-    """`{{a.b}}` from the payload (built-ins win on a name clash); no template → the payload as JSON."""
-    if template is None:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False) if payload is not None else ""
-
-    def replace(match: re.Match[str]) -> str:
-        path = match.group(1)
-        if path in builtins:
-            return builtins[path]
-        return _placeholder_text(_lookup(payload, path))
-
-    return PLACEHOLDER.sub(replace, template)
 
 
 def _conversation_id(data: bytes) -> str | None:

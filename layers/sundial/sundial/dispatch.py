@@ -22,13 +22,14 @@ from functools import lru_cache, partial
 from typing import Any
 
 from sundial.aws_retry import Backoff
+from sundial.contracts.execution import ExecutionInput
 from sundial.dispatch_store import Advance, Claim, Cursor, DispatchStore, DueRow, DynamoDispatchStore, due_row
-from sundial.execution import ExecutionInput
-from sundial.invocations import invocation_id_for, scheduled_execution_name
-from sundial.missed_runs import catch_up_window
+from sundial.domain.instants import format_instant
+from sundial.domain.missed_runs import catch_up_window
+from sundial.domain.naming import invocation_id_for, scheduled_execution_name
+from sundial.domain.schedule import CronSchedule, OneTimeSchedule
 from sundial.runtime import Runtime
-from sundial.schedule import CronSchedule, OneTimeSchedule
-from sundial.storage import TriggerRecord, due_shard_for, format_instant
+from sundial.storage import TriggerRecord, due_shard_for
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from pynamodb.constants import NONE
 from pynamodb.exceptions import DoesNotExist
 
-from sundial.storage import ShardMarkerRecord, TriggerRecord, condition_held, format_instant
+from sundial.domain.instants import format_instant
+from sundial.storage import ShardMarkerRecord, TriggerRecord, condition_held
 
 QUERY_PAGE_SIZE = 1000
 Cursor = dict[str, Any]

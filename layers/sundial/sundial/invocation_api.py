@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sundial import invocations
-from sundial.auth import Principal
 from sundial.aws_retry import Backoff
-from sundial.errors import ConflictError, FieldProblem, ValidationFailedError
-from sundial.execution import ExecutionInput
-from sundial.invocations import compact_instant
-from sundial.models import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
+from sundial.contracts.api import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
+from sundial.contracts.execution import ExecutionInput
+from sundial.domain import naming
+from sundial.domain.auth import Principal
+from sundial.domain.errors import ConflictError, FieldProblem, ValidationFailedError
+from sundial.domain.instants import compact_instant, format_instant
 from sundial.pagination import decode_cursor, encode_cursor, last_key
 from sundial.runtime import Runtime
-from sundial.storage import (
-    IdempotencyRecord,
-    InvocationRecord,
-    TriggerRecord,
-    condition_held,
-    format_instant,
-    invocation_partition,
-)
+from sundial.storage import IdempotencyRecord, InvocationRecord, TriggerRecord, condition_held, invocation_partition
 from sundial.triggers import AgentPath, load_trigger
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -119,9 +112,7 @@ def _start_manual(
     rerun_of: str | None = None,
 ) -> RunAccepted:
     """Record a pending invocation, then start its execution; a repeat finds the same execution."""
-    name = invocations.manual_execution_name(
-        kind, trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id
-    )
+    name = naming.manual_execution_name(kind, trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
     record = invocations.new_invocation(
         runtime,
         tenant_id=trigger.tenant_id,
@@ -175,7 +166,7 @@ def run_now(
     if idempotency_key is None:
         invocation_id = _new_manual_id(now)
         return _start_manual(runtime, trigger, "manual", invocation_id, f"manual:{invocation_id}")
-    key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    key_hash = naming.idempotency_hash(idempotency_key)
     mapping = IdempotencyRecord(
         f"{invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)}#idempotency",
         key_hash,

@@ -1,13 +1,11 @@
-"""Invocation records: naming, creation, state changes, cancellation and reads.
+"""Invocation records: creation, the open-runs register, state changes, cancellation and reads.
 
-Names are derived, not random, wherever a retry must land on the same thing: the execution
-name and the invocation id of an occurrence come from its idempotency key, so a re-driven
-claim or a repeated run-now request finds what the first one made.
+Their ids and execution names come from `sundial.domain.naming`, so a re-driven claim or a repeated
+run-now request finds what the first one made.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
@@ -17,9 +15,10 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
 from sundial.aws_retry import Backoff
-from sundial.errors import ConflictError, NotFoundError
-from sundial.models import Attempt, Invocation, InvocationKind, InvocationStatus
-from sundial.retry_policy import UNFINISHED_RETENTION
+from sundial.contracts.api import Attempt, Invocation, InvocationKind, InvocationStatus
+from sundial.domain.errors import ConflictError, NotFoundError
+from sundial.domain.naming import execution_arn_for
+from sundial.domain.retry_policy import UNFINISHED_RETENTION
 from sundial.runtime import Runtime
 from sundial.storage import (
     OPEN_REGISTER_KEY,
@@ -35,42 +34,6 @@ logger = logging.getLogger(__name__)
 
 UNFINISHED: frozenset[str] = frozenset({"pending", "running"})
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "skipped"})
-
-
-def _digest(*parts: str, length: int = 16) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
-
-
-def compact_instant(value: datetime) -> str:
-    """`20261126T150000Z`: sortable and safe in ids and execution names."""
-    return value.strftime("%Y%m%dT%H%M%SZ")
-
-
-def scheduled_execution_name(
-    tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, at: datetime
-) -> str:
-    """The idempotency key of an occurrence, e.g. `s-<hash>-v3-20261126T150000Z` (≤ 80 chars).
-
-    The hash covers the trigger's incarnation, so a trigger deleted and re-created under the same id
-    (schedule version 1 again) cannot collide with the executions of its predecessor.
-    """
-    return f"s-{_digest(tenant_id, trigger_id, incarnation)}-v{schedule_version}-{compact_instant(at)}"
-
-
-def invocation_id_for(idempotency_key: str, scheduled_for: datetime) -> str:
-    """Time-sortable id derived from the idempotency key: `20261126T150000Z-<hash>`."""
-    return f"{compact_instant(scheduled_for)}-{_digest(idempotency_key, length=20)}"
-
-
-def manual_execution_name(
-    kind: InvocationKind, tenant_id: str, trigger_id: str, incarnation: str, invocation_id: str
-) -> str:
-    return f"{kind[0]}-{_digest(tenant_id, trigger_id, incarnation)}-{invocation_id}"
-
-
-def execution_arn_for(state_machine_arn: str, execution_name: str) -> str:
-    """The ARN Step Functions gives an execution of `state_machine_arn` named `execution_name`."""
-    return f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{execution_name}"
 
 
 def expiry_for(runtime: Runtime, moment: datetime, *, finished: bool) -> datetime:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sundial.errors import BadRequestError
+from sundial.domain.errors import BadRequestError
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50

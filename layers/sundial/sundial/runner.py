@@ -31,15 +31,17 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
 from sundial import invocations
-from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome, render_message
-from sundial.errors import NotFoundError
-from sundial.execution import ExecutionInput, StateModel
-from sundial.missed_runs import may_start
-from sundial.models import InvocationStatus
-from sundial.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
+from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome
+from sundial.contracts.api import InvocationStatus
+from sundial.contracts.execution import ExecutionInput, StateModel
+from sundial.domain.errors import NotFoundError
+from sundial.domain.instants import format_instant, parse_instant
+from sundial.domain.message import render_message
+from sundial.domain.missed_runs import may_start
+from sundial.domain.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
+from sundial.domain.schedule import CronSchedule, OneTimeSchedule
 from sundial.runtime import Runtime
-from sundial.schedule import CronSchedule, OneTimeSchedule
-from sundial.storage import InvocationRecord, TriggerRecord, condition_held, format_instant, parse_instant, trigger_pk
+from sundial.storage import InvocationRecord, TriggerRecord, condition_held, trigger_pk
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +262,7 @@ def _request(state: RunState, record: InvocationRecord, trigger: TriggerRecord, 
 
 
 def _attempt_entry(number: int, started: datetime, ended: datetime, result: AgentResult) -> dict[str, Any]:
-    """One `attempts` entry, camelCase like sundial.models.Attempt."""
+    """One `attempts` entry, camelCase like sundial.contracts.api.Attempt."""
     return {
         "number": number,
         "startedAt": format_instant(started),

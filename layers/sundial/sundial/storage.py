@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pynamodb.attributes import (
@@ -26,18 +26,8 @@ from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
+from sundial.domain.instants import format_instant, parse_instant
 from sundial.settings import Settings
-
-INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def format_instant(value: datetime) -> str:
-    """ISO-8601 UTC with `Z` at second precision: lexically sortable, as the due index needs."""
-    return value.astimezone(UTC).strftime(INSTANT_FORMAT)
-
-
-def parse_instant(value: str) -> datetime:
-    return datetime.strptime(value, INSTANT_FORMAT).replace(tzinfo=UTC)
 
 
 class InstantAttribute(Attribute[datetime]):

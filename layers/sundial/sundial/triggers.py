@@ -18,16 +18,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist
 
 from sundial import dispatch, invocations
-from sundial.auth import Principal
-from sundial.errors import (
-    BadRequestError,
-    ConflictError,
-    FieldProblem,
-    NotFoundError,
-    ScheduleError,
-    ValidationFailedError,
-)
-from sundial.models import (
+from sundial.contracts.api import (
     ID_PATTERN,
     NON_NULLABLE_PATCH_FIELDS,
     SchedulePreview,
@@ -40,18 +31,20 @@ from sundial.models import (
     UpcomingRun,
     UpcomingRuns,
 )
+from sundial.domain.auth import Principal
+from sundial.domain.errors import (
+    BadRequestError,
+    ConflictError,
+    FieldProblem,
+    NotFoundError,
+    ScheduleError,
+    ValidationFailedError,
+)
+from sundial.domain.instants import format_instant
+from sundial.domain.schedule import CronSchedule, OneTimeSchedule, parse_run_at, validate_timezone
 from sundial.pagination import decode_cursor, encode_cursor, last_key
 from sundial.runtime import Runtime
-from sundial.schedule import CronSchedule, OneTimeSchedule, parse_run_at, validate_timezone
-from sundial.storage import (
-    TriggerRecord,
-    agent_trigger_key,
-    condition_held,
-    due_shard_for,
-    format_instant,
-    project_key,
-    trigger_pk,
-)
+from sundial.storage import TriggerRecord, agent_trigger_key, condition_held, due_shard_for, project_key, trigger_pk
 
 Schedule = CronSchedule | OneTimeSchedule
 UPCOMING_RUNS_ON_DETAIL = 5

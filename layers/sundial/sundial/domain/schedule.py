@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 from cron_descriptor import ExpressionDescriptor, FormatError
 from cronsim import CronSim
 
-from sundial.errors import ScheduleError
+from sundial.domain.errors import ScheduleError
+from sundial.domain.instants import format_instant
 
 MACROS: dict[str, str] = {
     "@hourly": "0 * * * *",
@@ -333,7 +334,7 @@ class OneTimeSchedule:
         return list(itertools.islice(self.occurrences_after(after), count))
 
     def describe(self) -> str:
-        return f"Once at {to_utc_iso(self.run_at)}"
+        return f"Once at {format_instant(self.run_at)}"
 
 
 Schedule = CronSchedule | OneTimeSchedule
@@ -360,13 +361,6 @@ def parse_run_at(value: str | datetime, now: datetime, *, max_past_seconds: int 
         raise ScheduleError(
             "runAt",
             f"must not be more than {max_past_seconds} s in the past "
-            f"(got {to_utc_iso(run_at)}, now is {to_utc_iso(now)})",
+            f"(got {format_instant(run_at)}, now is {format_instant(now)})",
         )
     return run_at
-
-
-def to_utc_iso(moment: datetime) -> str:
-    """Seconds-precision UTC with a Z suffix, the only instant format the API emits."""
-    if moment.utcoffset() is None:
-        raise ValueError("to_utc_iso needs a timezone-aware datetime")
-    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sundial.errors import FieldProblem, ForbiddenError, UnauthorizedError, ValidationFailedError
+from sundial.domain.errors import FieldProblem, ForbiddenError, UnauthorizedError, ValidationFailedError
 
 Role = Literal["viewer", "editor", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 1, "editor": 2, "admin": 3}
