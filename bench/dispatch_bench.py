@@ -38,7 +38,7 @@ from typing import Any, cast
 from botocore.exceptions import ClientError
 from sundial.aws_retry import Backoff
 from sundial.dispatch import START_BACKOFF, Dispatcher, TickReport
-from sundial.dispatch_store import Advance, Claim, Cursor, DueRow
+from sundial.dispatch_store import Advance, Claim, Cursor, DueRow, ShardMarker
 from sundial.domain.instants import format_instant
 from sundial.runtime import Runtime
 from sundial.settings import Settings
@@ -160,7 +160,7 @@ class ModelStore:
     clock: ModelClock
     items: dict[str, Item] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
-    marker: int | None = None
+    marker: ShardMarker | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def due_page(self, shard: int, until: str, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
@@ -253,7 +253,7 @@ class ModelStore:
 
         return self._write(row.pk, check, apply)
 
-    def shard_marker(self) -> int | None:
+    def shard_marker(self) -> ShardMarker | None:
         self.clock.sleep(DYNAMODB_LATENCY)
         with self._lock:
             self.calls["GetItem"] += 1
@@ -263,17 +263,23 @@ class ModelStore:
         self.clock.sleep(DYNAMODB_LATENCY)
         with self._lock:
             self.calls["PutItem"] += 1
-            if self.marker is None or self.marker < shard_count:
-                self.marker = shard_count
+            if self.marker is None or self.marker.shard_count < shard_count:
+                self.marker = ShardMarker(shard_count)
 
-    def lower_marker(self, observed: int, shard_count: int) -> bool:
+    def _replace_marker(self, observed: int, marker: ShardMarker) -> bool:
         self.clock.sleep(DYNAMODB_LATENCY)
         with self._lock:
             self.calls["PutItem"] += 1
-            if self.marker != observed:
+            if self.marker is None or self.marker.shard_count != observed:
                 return False
-            self.marker = shard_count
+            self.marker = marker
             return True
+
+    def lower_marker(self, observed: int, shard_count: int) -> bool:
+        return self._replace_marker(observed, ShardMarker(shard_count))
+
+    def note_empty(self, observed: int, since: datetime | None) -> bool:
+        return self._replace_marker(observed, ShardMarker(observed, since))
 
     def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
         """Every row of a shard in one page (the bench never re-shards more than a page holds)."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 from sundial.dispatch import START_BACKOFF
-from sundial.dispatch_store import Advance, Claim, Cursor, DueRow, DynamoDispatchStore
+from sundial.dispatch_store import Advance, Claim, Cursor, DueRow, DynamoDispatchStore, ShardMarker
 from sundial.domain.naming import scheduled_execution_name
 from sundial.runtime import Runtime
 
@@ -89,8 +89,11 @@ class MortalStore:
     def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, shard: int) -> bool:
         return self.mortal.call("release", lambda: self.inner.release(row, claim, next_run_at, shard))
 
-    def shard_marker(self) -> int | None:
+    def shard_marker(self) -> ShardMarker | None:
         return self.inner.shard_marker()
+
+    def note_empty(self, observed: int, since: datetime | None) -> bool:
+        return self.inner.note_empty(observed, since)
 
     def raise_marker(self, shard_count: int) -> None:
         self.inner.raise_marker(shard_count)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sundial.dispatch_store import Advance, Claim, DispatchStore, DueRow, DynamoDispatchStore, due_row
+from sundial.dispatch_store import Advance, Claim, DispatchStore, DueRow, DynamoDispatchStore, ShardMarker, due_row
 from sundial.domain.instants import format_instant
 from sundial.storage import TriggerRecord, trigger_pk
 
@@ -43,6 +43,7 @@ operation = st.one_of(
         st.tuples(st.just("move"), trigger, st.integers(0, SHARDS - 1)),
         st.tuples(st.just("raise_marker"), st.integers(1, 8)),
         st.tuples(st.just("lower_marker"), st.integers(1, 8), st.integers(1, 8)),
+        st.tuples(st.just("note_empty"), st.integers(1, 8), st.one_of(st.none(), instant)),
         st.tuples(st.just("read"), trigger),
     ),
 )
@@ -111,6 +112,8 @@ class Pair:
             return store.shard_marker()
         if kind == "lower_marker":
             return store.lower_marker(args[0], args[1]), store.shard_marker()
+        if kind == "note_empty":
+            return store.note_empty(args[0], args[1]), store.shard_marker()
         row = self.read[args[0]]
         if kind == "advance":
             next_run_at, claiming, shard = args[1], args[2], args[3]
@@ -169,5 +172,13 @@ def test_the_shard_marker_only_rises_until_it_is_lowered_as_observed(env: Dispat
         assert store.shard_marker() is None
         store.raise_marker(8)
         store.raise_marker(2)
-        assert store.shard_marker() == 8
-        assert (store.lower_marker(4, 2), store.lower_marker(8, 2), store.shard_marker()) == (False, True, 2)
+        assert store.shard_marker() == ShardMarker(8)
+        assert (store.note_empty(4, START), store.note_empty(8, START)) == (False, True)
+        assert store.shard_marker() == ShardMarker(8, START)
+        store.raise_marker(16)
+        assert store.shard_marker() == ShardMarker(16)
+        assert (store.lower_marker(8, 2), store.lower_marker(16, 2), store.shard_marker()) == (
+            False,
+            True,
+            ShardMarker(2),
+        )

@@ -476,7 +476,7 @@ class Gate:
 class GatedStore:
     """The real DynamoDB dispatch store, stopping before each of its conditional writes."""
 
-    GATED = frozenset({"advance", "renew_lease", "release", "move_shard", "raise_marker", "lower_marker"})
+    GATED = frozenset({"advance", "renew_lease", "release", "move_shard", "raise_marker", "lower_marker", "note_empty"})
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate

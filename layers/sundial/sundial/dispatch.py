@@ -23,7 +23,16 @@ from typing import Any
 
 from sundial.aws_retry import Backoff
 from sundial.contracts.execution import ExecutionInput
-from sundial.dispatch_store import Advance, Claim, Cursor, DispatchStore, DueRow, DynamoDispatchStore, due_row
+from sundial.dispatch_store import (
+    Advance,
+    Claim,
+    Cursor,
+    DispatchStore,
+    DueRow,
+    DynamoDispatchStore,
+    ShardMarker,
+    due_row,
+)
 from sundial.domain.instants import format_instant
 from sundial.domain.missed_runs import catch_up_window
 from sundial.domain.naming import invocation_id_for, scheduled_execution_name
@@ -37,6 +46,10 @@ logger = logging.getLogger(__name__)
 MAX_MISSED_SCAN = 100_000
 # Rows re-sharded per tick after the shard count was lowered (each is one conditional UpdateItem).
 MAX_RESHARD_PER_TICK = 2_000
+# The shards above the count must read empty for this long before they stop being read: the due
+# index is eventually consistent, and a writer still on the old count (a deploy in progress) may
+# put a row there a moment before a pass reads them.
+RESHARD_QUIET = timedelta(minutes=10)
 
 
 # StartExecution throttling is the dispatcher's usual limit under load. A claimed occurrence keeps
@@ -225,7 +238,8 @@ class Dispatcher:
                 logger.exception("dispatch failed for trigger %s", row.pk)
                 report.add("errors")
 
-        shards_in_use = self._shards_in_use(report)
+        marker = self._shard_marker(report)
+        shards_in_use = max(marker.shard_count, settings.due_shard_count)
         slots = threading.BoundedSemaphore(settings.dispatch_concurrency * 2)
         with ThreadPoolExecutor(settings.dispatch_concurrency, thread_name_prefix="dispatch") as pool:
             for row in self._due_rows(format_instant(horizon), shards_in_use, report):
@@ -234,31 +248,32 @@ class Dispatcher:
                 slots.acquire()
                 pool.submit(work, row).add_done_callback(lambda _done: slots.release())
         if shards_in_use > settings.due_shard_count and not low_on_time():
-            self.reshard(shards_in_use, report)
+            self.reshard(marker, report)
         report.duration_seconds = time.monotonic() - started
         return report
 
-    def _shards_in_use(self, report: TickReport) -> int:
-        """How many shards to read: the configured count, or more while rows of a larger one remain.
-
-        The marker in the table remembers the highest shard count in use; a tick with a higher
-        configured count raises it, so lowering the count later still finds every row.
+    def _shard_marker(self, report: TickReport) -> ShardMarker:
+        """The shard marker: how many shards to read is the configured count, or more while rows of a
+        larger one may remain. A tick with a higher configured count raises it, so lowering the count
+        later still finds every row.
         """
         count = self.runtime.settings.due_shard_count
         retry = self._retrying(self.backoff, report)
         marker = retry.call(self.store.shard_marker)
-        if marker is None or marker < count:
+        if marker is None or marker.shard_count < count:
             retry.call(lambda: self.store.raise_marker(count))
-            return count
+            return ShardMarker(count)
         return marker
 
-    def reshard(self, shards_in_use: int, report: TickReport) -> None:
+    def reshard(self, marker: ShardMarker, report: TickReport) -> None:
         """Move rows out of the shards above the configured count; lower the marker once none is left.
 
         Claims and releases re-shard the rows they write as well, so this only has to reach the
         rows with nothing due soon. At most MAX_RESHARD_PER_TICK rows a tick; the rest next tick.
+        The marker comes down only when the shards above have read empty for RESHARD_QUIET.
         """
         count = self.runtime.settings.due_shard_count
+        shards_in_use = marker.shard_count
         retry = self._retrying(self.backoff, report)
         found = 0
         for shard in range(count, shards_in_use):
@@ -272,7 +287,15 @@ class Dispatcher:
                         report.add("resharded")
                 if cursor is None:
                     break
-        if found == 0 and retry.call(lambda: self.store.lower_marker(shards_in_use, count)):
+        now = self.runtime.now()
+        if found:
+            if marker.empty_since is not None:
+                retry.call(lambda: self.store.note_empty(shards_in_use, None))
+        elif marker.empty_since is None:
+            retry.call(lambda: self.store.note_empty(shards_in_use, now))
+        elif now - marker.empty_since >= RESHARD_QUIET and retry.call(
+            lambda: self.store.lower_marker(shards_in_use, count)
+        ):
             logger.info("due index re-sharded from %s to %s shards", shards_in_use, count)
 
     def _target_shard(self, row: DueRow) -> int:

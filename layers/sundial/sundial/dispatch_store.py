@@ -56,6 +56,14 @@ class DueRow:
 
 
 @dataclass(frozen=True)
+class ShardMarker:
+    """The highest shard count whose rows may still be in the index, and since when none were seen above N."""
+
+    shard_count: int
+    empty_since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Advance:
     """Write 1: move `next_run_at` past the observed occurrence, with a leased claim or without one.
 
@@ -89,8 +97,12 @@ class DispatchStore(Protocol):
         """Write 2: drop `claim` if it is still outstanding; the row goes back to its next run or leaves the index."""
         ...
 
-    def shard_marker(self) -> int | None:
+    def shard_marker(self) -> ShardMarker | None:
         """The highest shard count whose rows may still be in the index (strongly consistent)."""
+        ...
+
+    def note_empty(self, observed: int, since: datetime | None) -> bool:
+        """Record (or, with None, forget) since when the shards above the count were found empty."""
         ...
 
     def raise_marker(self, shard_count: int) -> None:
@@ -206,11 +218,16 @@ class DynamoDispatchStore:
         ]
         return self._update(row.pk, actions, _same_trigger(row) & (TriggerRecord.claim_name == claim.name))
 
-    def shard_marker(self) -> int | None:
+    def shard_marker(self) -> ShardMarker | None:
         try:
-            return int(ShardMarkerRecord.get(ShardMarkerRecord.pk.default, consistent_read=True).shard_count)
+            record = ShardMarkerRecord.get(ShardMarkerRecord.pk.default, consistent_read=True)
         except DoesNotExist:
             return None
+        return ShardMarker(int(record.shard_count), record.empty_since)
+
+    def note_empty(self, observed: int, since: datetime | None) -> bool:
+        marker = ShardMarkerRecord(shard_count=observed, empty_since=since)
+        return condition_held(lambda: marker.save(condition=ShardMarkerRecord.shard_count == observed))
 
     def raise_marker(self, shard_count: int) -> None:
         marker = ShardMarkerRecord(shard_count=shard_count)

@@ -245,6 +245,8 @@ class ShardMarkerRecord(Model):
 
     pk = UnicodeAttribute(hash_key=True, default=SHARD_MARKER_PK)
     shard_count = NumberAttribute()
+    # Since when every re-shard pass found the shards above the configured count empty.
+    empty_since = InstantAttribute(null=True)
 
 
 def bind_tables(settings: Settings) -> None:

@@ -1,0 +1,61 @@
+"""Sequences the exactly-once model found, kept as they were found so they can never come back."""
+
+from __future__ import annotations
+
+from tests.model.model_support import model_session
+from tests.model.test_exactly_once_model import ExactlyOnceModel
+
+
+def test_a_row_written_to_a_high_shard_as_the_count_drops_is_not_stranded() -> None:
+    """A trigger created under 8 shards, in the second before the count went to 2, while the due index
+    lagged: a re-shard pass read the high shards empty and stopped reading them, and the trigger's
+    21:50 occurrence ran nowhere (lost-occurrence). The shards above the count must now read empty
+    for RESHARD_QUIET before they are given up."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=1, shards=1)
+        state.advance_clock(seconds=1)
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.patch(change="disable", crash=False, run_in=192, slot="t0")
+        state.begin_dispatch(pick=2)
+        state.patch(change="enable", crash=True, run_in=397, slot="t0")
+        state.dispatcher_tick()
+        state.reshard(shards=1)
+        state.sfn_healthy()
+        state.sfn_healthy()
+        state.run_now(key="k1", slot="t0")
+        state.patch(change="enable", crash=False, run_in=231, slot="t0")
+        state.advance_clock(seconds=4096)
+        state.patch(change="cron:* * * * *", crash=False, run_in=199, slot="t1")
+        state.advance_clock(seconds=7556)
+        state.advance_clock(seconds=4100)
+        state.reshard(shards=2)
+        state.advance_clock(seconds=4100)
+        state.sfn_fault(calls=None, kind="lost", seconds=262)
+        state.advance_clock(seconds=4717)
+        state.delete(slot="t0")
+        state.run_now(key=None, slot="t1")
+        state.reshard(shards=1)
+        state.reshard(shards=8)
+        state.patch(change="maxRetries", crash=False, run_in=280, slot="t0")
+        state.advance_clock(seconds=51)
+        state.sfn_fault(calls=1, kind="throttle", seconds=336)
+        state.run_now(key=None, slot="t0")
+        state.sfn_healthy()
+        state.create(
+            catch_up=3600, crash=False, max_retries=1, overlap="allow", run_in=117, schedule="* * * * *", slot="t1"
+        )
+        state.create(
+            catch_up=3600, crash=True, max_retries=2, overlap="allow", run_in=100, schedule="* * * * *", slot="t1"
+        )
+        state.dispatcher_tick()
+        state.cancel(pick=1, slot="t0")
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.sfn_fault(calls=1, kind="lost", seconds=221)
+        state.sfn_fault(calls=None, kind="lost", seconds=328)
+        state.dispatcher_tick()
+        state.reshard(shards=2)
+        state.teardown()
