@@ -366,7 +366,9 @@ def test_agent_failing_twice_then_succeeding_shows_three_attempts(
     assert 20 <= second_gap <= 20 * 1.3 + 1.5, second_gap
     scheduled = done["scheduledFor"]
     assert f"run flaky (acme) for {scheduled}: attempt 2 failed, retrying in" in stack.output
-    assert f"run flaky (acme) for {scheduled}: attempt 3 succeeded, completed" in stack.output
+    # The Attempt step records the run before the stack logs the step's result: wait for the line.
+    last = f"run flaky (acme) for {scheduled}: attempt 3 succeeded, completed"
+    wait_for("the last attempt's log line", lambda: last in stack.output or None, timeout=10)
 
 
 def test_cron_trigger_fires_on_consecutive_minutes_without_doubles(
