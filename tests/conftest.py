@@ -20,17 +20,13 @@ from moto import mock_aws
 from sundial.runtime import Runtime
 from sundial.settings import Settings
 
+from sundial_local.config import ACCOUNT, REGION
+from sundial_local.lambdas import LocalLambdaContext
+from sundial_local.stack import MOTO_CONFIG, runner_function_arns
 from sundial_local.template import create_state_machine, create_tables
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
-MOTO_CONFIG: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-RUNNER_FUNCTION_ARNS = {
-    "PrepareFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-runner-prepare",
-    "AttemptFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-runner-attempt",
-    "FinalizeFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-runner-finalize",
-}
+RUNNER_FUNCTION_ARNS = runner_function_arns()
 START = datetime(2026, 11, 26, 15, 0, 0, tzinfo=UTC)
 
 
@@ -173,20 +169,18 @@ class ApiClient:
             event["body"] = json.dumps(body)
         else:
             event["body"] = None
-        result = api_handler.lambda_handler(event, cast(LambdaContext, LambdaContextStub()))
+        result = api_handler.lambda_handler(event, lambda_context())
         text = result.get("body") or ""
         return ApiResponse(result["statusCode"], json.loads(text) if text else None, result.get("headers", {}))
 
 
-class LambdaContextStub:
-    function_name = "sundial-test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sundial-test"
-    aws_request_id = "test-request"
+def function_arn_for(function: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
 
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
+
+def lambda_context(function: str = "sundial-test") -> LambdaContext:
+    """The local stack's Lambda context, which the tests use too: one stand-in for the real one."""
+    return cast(LambdaContext, LocalLambdaContext(function, function_arn_for(function), aws_request_id="test-request"))
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from tests.conftest import EVENTS, START, FakeClock, LambdaContextStub
+from sundial_local.lambdas import LocalLambdaContext
+from tests.conftest import EVENTS, START, FakeClock, function_arn_for, lambda_context
 from tests.dispatch_support import DispatchEnv, dispatch_env, dispatcher, seed_many
 
 TICK_EVENT = json.loads((EVENTS / "dispatch_tick.json").read_text())
@@ -27,14 +28,14 @@ def env(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[DispatchE
         yield built
 
 
-class ShortOnTime(LambdaContextStub):
+class ShortOnTime(LocalLambdaContext):
     @staticmethod
     def get_remaining_time_in_millis() -> int:
         return 5_000
 
 
-def context(stub: LambdaContextStub | None = None) -> LambdaContext:
-    return cast(LambdaContext, stub or LambdaContextStub())
+def context(stub: LocalLambdaContext | None = None) -> LambdaContext:
+    return cast(LambdaContext, stub) if stub is not None else lambda_context()
 
 
 def emitted_metrics(output: str) -> dict[str, Any]:
@@ -79,7 +80,8 @@ def test_the_lambdas_remaining_time_stops_claiming(env: DispatchEnv, capsys: pyt
     seed_many(env, 3, cron_expression="0 15 * * *")
     env.clock.set(START - timedelta(seconds=100))
 
-    result = dispatch_handler.lambda_handler(TICK_EVENT, context(ShortOnTime()))
+    short = ShortOnTime("sundial-dispatch", function_arn_for("sundial-dispatch"))
+    result = dispatch_handler.lambda_handler(TICK_EVENT, context(short))
 
     assert result["stopped_early"] is True
     assert result.get("dispatched", 0) == 0

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
@@ -20,7 +20,7 @@ from sundial.domain.auth import Principal
 
 from sundial_local.gateway import ApiGateway, TokenRejectedError, build_event, claim_text, verify_bearer
 from sundial_local.token import issue_token, parse_roles
-from tests.conftest import BASE, EVENTS, LambdaContextStub, Stack
+from tests.conftest import BASE, EVENTS, Stack, lambda_context
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
@@ -119,7 +119,7 @@ def test_the_api_function_accepts_what_the_gateway_builds(stack: Stack, monkeypa
             claims=verify_bearer(f"Bearer {token}", SECRET),
             source_ip="127.0.0.1",
         )
-        result: dict[str, Any] = api_handler.lambda_handler(event, cast(Any, LambdaContextStub()))
+        result: dict[str, Any] = api_handler.lambda_handler(event, lambda_context())
         return result
 
     created = send("POST", BASE, {"id": "daily", "name": "Daily", "cronExpression": "0 9 * * *"})
@@ -252,7 +252,7 @@ def api_gateway(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiGa
     monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
 
     def integration(event: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = api_handler.lambda_handler(event, cast(Any, LambdaContextStub()))
+        result: dict[str, Any] = api_handler.lambda_handler(event, lambda_context())
         return result
 
     gateway = ApiGateway("127.0.0.1", 0, SECRET, integration)

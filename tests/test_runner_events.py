@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import runner_handler
@@ -13,8 +13,7 @@ from sundial.agent_client import AgentClient
 from sundial.storage import InvocationRecord, invocation_partition
 
 from sundial_local.invoke import adopt_sample_incarnation
-from sundial_local.lambdas import LocalLambdaContext
-from tests.conftest import BASE, EVENTS, ApiClient, Stack
+from tests.conftest import BASE, EVENTS, ApiClient, Stack, lambda_context
 from tests.runner_support import TEST_TOKEN, AgentServer
 
 SCHEDULED_FOR = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -26,9 +25,7 @@ def event(name: str) -> dict[str, Any]:
 
 
 def context(function: str) -> LambdaContext:
-    """What Lambda passes the handler; the local stand-in has the attributes the decorators read."""
-    local = LocalLambdaContext(function, f"arn:aws:lambda:us-east-1:123456789012:function:{function}")
-    return cast(LambdaContext, local)
+    return lambda_context(function)
 
 
 @pytest.fixture

@@ -11,19 +11,17 @@ import copy
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import runner_handler
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial import runner
 from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.invoke import adopt_sample_incarnation
-from sundial_local.lambdas import LocalLambdaContext
 from sundial_local.template import resource
 from tests.api_support import registered_open
-from tests.conftest import BASE, EVENTS, ApiClient, Stack
+from tests.conftest import BASE, EVENTS, ApiClient, Stack, lambda_context
 from tests.runner_support import Harness, Reply, Run, create_trigger, runner_harness, status_change_event, trigger_of
 from tests.template_support import granted, recorded_aws_calls, transform_template
 
@@ -40,9 +38,8 @@ def harness(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> It
 
 def watch(event: dict[str, Any]) -> dict[str, Any]:
     """Deliver the event to the watcher as Lambda would."""
-    name = "sundial-runner-watcher"
-    context = LocalLambdaContext(name, f"arn:aws:lambda:us-east-1:123456789012:function:{name}")
-    result: dict[str, Any] = runner_handler.execution_ended_handler(event, cast(LambdaContext, context))
+    context = lambda_context("sundial-runner-watcher")
+    result: dict[str, Any] = runner_handler.execution_ended_handler(event, context)
     return result
 
 

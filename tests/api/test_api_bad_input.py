@@ -7,17 +7,16 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import api_handler
 import pytest
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial import triggers
 from sundial.contracts.api import TriggerCreate
 from sundial.domain.auth import Principal
 
 from tests.api_support import PROJECT_BASE, assert_error, scan, seed_invocation, trigger_path
-from tests.conftest import BASE, EVENTS, START, ApiClient, ApiResponse, LambdaContextStub, Stack
+from tests.conftest import BASE, EVENTS, START, ApiClient, ApiResponse, Stack, lambda_context
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -363,7 +362,7 @@ def test_the_table_has_at_least_forty_cases() -> None:
 def _invoke_raw(event_changes: dict[str, Any]) -> ApiResponse:
     event = json.loads((EVENTS / "api_create_trigger.json").read_text())
     event.update(event_changes)
-    result = api_handler.lambda_handler(event, cast(LambdaContext, LambdaContextStub()))
+    result = api_handler.lambda_handler(event, lambda_context())
     return ApiResponse(result["statusCode"], json.loads(result["body"]), result.get("headers", {}))
 
 
