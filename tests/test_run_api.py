@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from sundial import invocation_api, invocations
 from sundial.domain.auth import Principal
+from sundial.domain.errors import ServiceUnavailableError
 from sundial.storage import invocation_partition
 from sundial.triggers import AgentPath
 
@@ -184,10 +185,34 @@ def test_a_run_that_cannot_start_is_not_left_pending(stack: Stack, api: ApiClien
 
     stack.sfn.start_execution = refuse
     principal = Principal.from_claims(token_claims(), "tenant_id", "roles")
-    with pytest.raises(ClientError):
+    with pytest.raises(ServiceUnavailableError):
         invocation_api.run_now(stack.runtime, principal, AgentPath("acme", "website", "reporter"), trigger_id, None)
 
     partition = invocation_partition("acme", trigger_id, incarnation_of(trigger_id))
     [record] = [row for row in invocations.InvocationRecord.query(partition) if not row.invocation_id.startswith("#")]
     assert (record.status, record.error) == ("failed", "the run could not be started")
     assert invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id)) == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(ReadTimeoutError(endpoint_url="https://states.us-east-1.amazonaws.com/"), id="no-answer"),
+        pytest.param(ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "X"), id="refused"),
+    ],
+)
+def test_a_run_step_functions_does_not_accept_is_a_503_not_a_500(
+    stack: Stack, api: ApiClient, trigger_id: str, failure: Exception
+) -> None:
+    """The caller did nothing wrong and may repeat the request; the invocation is recorded as failed."""
+
+    def fail(**_kwargs: Any) -> Any:
+        raise failure
+
+    stack.sfn.start_execution = fail
+    response = api.request("POST", f"{BASE}/{trigger_id}/run", headers={"Idempotency-Key": "once"})
+
+    assert response.status == 503, response.body
+    assert response.body["error"]["code"] == "unavailable"
+    listed = api.request("GET", f"{BASE}/{trigger_id}/invocations").body["data"]
+    assert [(item["kind"], item["status"]) for item in listed] == [("manual", "failed")]

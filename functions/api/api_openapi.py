@@ -32,6 +32,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: f"Request body larger than {MAX_BODY_BYTES} bytes",
     415: "Request body that is not application/json",
     422: "Invalid fields, one entry per field in `details`",
+    503: "Step Functions did not accept the run; the invocation is recorded as failed and the request may be repeated",
 }
 READ_ERRORS = (401, 403, 422)
 BODY_ERRORS = (400, 401, 403, 413, 415, 422)

@@ -24,7 +24,7 @@ INVOCATION = f"{TRIGGER}/invocations/<invocation_id>"
     status_code=202,
     summary="Run a trigger now",
     operation_id="runTrigger",
-    responses=responses(202, "The run was started", 404, *READ_ERRORS),
+    responses=responses(202, "The run was started", 404, 503, *READ_ERRORS),
 )
 def run_now(
     tenant_id: IdParam,
@@ -92,7 +92,7 @@ def cancel_invocation(
     status_code=202,
     summary="Re-run a finished invocation",
     operation_id="rerunInvocation",
-    responses=responses(202, "The re-run was started", 404, 409, *READ_ERRORS),
+    responses=responses(202, "The re-run was started", 404, 409, 503, *READ_ERRORS),
 )
 def rerun_invocation(
     tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam

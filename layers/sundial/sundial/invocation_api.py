@@ -6,13 +6,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from sundial import invocations
 from sundial.aws_retry import Backoff
 from sundial.contracts.api import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
 from sundial.contracts.execution import ExecutionInput
 from sundial.domain import naming
 from sundial.domain.auth import Principal
-from sundial.domain.errors import ConflictError, FieldProblem, ValidationFailedError
+from sundial.domain.errors import ConflictError, FieldProblem, ServiceUnavailableError, ValidationFailedError
 from sundial.domain.instants import compact_instant, format_instant
 from sundial.pagination import decode_cursor, encode_cursor, last_key
 from sundial.runtime import Runtime
@@ -139,10 +141,11 @@ def _start_manual(
         )
     except sfn.exceptions.ExecutionAlreadyExists:
         pass
-    except Exception:
-        # Nothing will ever run it: do not leave it pending (it would count as an overlapping run).
+    except (ClientError, BotoCoreError) as error:
+        # Nothing will ever run it: do not leave it pending (it would count as an overlapping run). Had
+        # the start gone through unanswered, the run finds its record final and stands down.
         invocations.finish(runtime, record, "failed", "the run could not be started")
-        raise
+        raise ServiceUnavailableError("The run could not be started: Step Functions did not accept it") from error
     assert record.execution_arn is not None
     return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)
 

@@ -104,6 +104,15 @@ class UnsupportedMediaTypeError(SundialError):
         super().__init__(message, [{"field": "body", "message": message}], "unsupported_media_type")
 
 
+class ServiceUnavailableError(SundialError):
+    """A service Sundial depends on did not answer; the request may be repeated (503)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "unavailable")
+
+
 class ScheduleError(ValueError):
     """A cron expression, time zone or instant that cannot be scheduled; `field` names the culprit."""
 
