@@ -26,7 +26,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 dev: $(VENV)/.synced ## Run the whole system locally (emulated AWS, API, dispatcher, runner, demo agent)
 	PORT=$(PORT) $(BIN)/python -m sundial_local
 
-test: lint typecheck unit ## Lint, type-check and run every test
+test: lint typecheck unit e2e ## Lint, type-check and run every test
 
 lint: $(VENV)/.synced ## ruff lint and format check, and the package's layering rules (import-linter)
 	$(BIN)/ruff check .
@@ -36,8 +36,8 @@ lint: $(VENV)/.synced ## ruff lint and format check, and the package's layering 
 typecheck: $(VENV)/.synced ## mypy
 	$(BIN)/mypy
 
-unit: $(VENV)/.synced ## pytest (all tests, in parallel; a file's tests stay on one worker, so e2e shares one stack)
-	$(BIN)/pytest -n 2 --dist loadfile -q
+unit: $(VENV)/.synced ## Every test but the end-to-end ones, in parallel (a file's tests stay on one worker)
+	$(BIN)/pytest -n 2 --dist loadfile -q -m "not e2e"
 
 e2e: $(VENV)/.synced ## Only the end-to-end tests: the local stack as a subprocess, driven over HTTP
 	$(BIN)/pytest -m e2e -q

@@ -29,7 +29,7 @@ from sundial.dispatch_store import DispatchStore, DueRow, DynamoDispatchStore
 from sundial.domain.auth import Principal
 from sundial.runtime import Runtime
 from sundial.settings import Settings
-from sundial.storage import TriggerRecord, due_shard_for, trigger_pk
+from sundial.storage import ShardMarkerRecord, TriggerRecord, due_shard_for, trigger_pk
 from sundial.triggers import AgentPath, create_trigger
 
 from sundial_local.template import create_state_machine, create_tables
@@ -166,8 +166,13 @@ def at(moment: datetime) -> str:
 
 
 def dynamodb_client() -> Any:
-    """The botocore client pynamodb sends the dispatcher's DynamoDB calls through."""
+    """The botocore client pynamodb sends the dispatcher's trigger-item calls through."""
     return TriggerRecord._get_connection().connection.client
+
+
+def dynamodb_clients() -> tuple[Any, ...]:
+    """Every botocore client the dispatcher's DynamoDB calls go through (one per pynamodb model)."""
+    return (dynamodb_client(), ShardMarkerRecord._get_connection().connection.client)
 
 
 @dataclass
@@ -185,7 +190,7 @@ class CallCounter:
 @contextmanager
 def counting_calls(env: DispatchEnv) -> Iterator[Counter[str]]:
     counter = CallCounter(Counter(), threading.Lock())
-    clients = (dynamodb_client(), env.sfn)
+    clients = (*dynamodb_clients(), env.sfn)
     for client in clients:
         client.meta.events.register("before-call.*.*", counter)
     try:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from sundial.aws_retry import Backoff
@@ -36,7 +36,7 @@ from sundial.dispatch_store import (
 from sundial.domain.instants import format_instant
 from sundial.domain.missed_runs import catch_up_window
 from sundial.domain.naming import invocation_id_for, scheduled_execution_name
-from sundial.domain.schedule import CronSchedule, OneTimeSchedule
+from sundial.domain.schedule import Schedule, stored_schedule
 from sundial.runtime import Runtime
 from sundial.storage import TriggerRecord, due_shard_for
 
@@ -106,20 +106,12 @@ class Plan:
     skipped: int
 
 
-@lru_cache(maxsize=4096)
-def _cron(expression: str, timezone: str) -> CronSchedule:
-    return CronSchedule.parse(expression, timezone)
-
-
-def schedule_of(row: DueRow) -> CronSchedule | OneTimeSchedule:
-    if row.cron_expression is not None:
-        return _cron(row.cron_expression, row.cron_timezone)
-    assert row.run_at is not None
-    return OneTimeSchedule(row.run_at)
+def schedule_of(row: DueRow) -> Schedule:
+    return stored_schedule(row.cron_expression, row.cron_timezone, row.run_at)
 
 
 def _occurrences_up_to(
-    schedule: CronSchedule | OneTimeSchedule, observed: datetime, now: datetime, window: timedelta
+    schedule: Schedule, observed: datetime, now: datetime, window: timedelta
 ) -> tuple[datetime, int, datetime | None]:
     """The latest occurrence in [observed, now], how many there are, and the first one after now.
 

@@ -39,7 +39,7 @@ from sundial.domain.instants import format_instant, parse_instant
 from sundial.domain.message import render_message
 from sundial.domain.missed_runs import may_start
 from sundial.domain.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
-from sundial.domain.schedule import CronSchedule, OneTimeSchedule
+from sundial.domain.schedule import stored_schedule
 from sundial.runtime import Runtime
 from sundial.storage import InvocationRecord, TriggerRecord, condition_held, trigger_pk
 
@@ -363,13 +363,6 @@ def _count_missed(trigger: TriggerRecord, incarnation: str) -> None:
         logger.info("missed run of %s not counted: the trigger was deleted or re-created", trigger.pk)
 
 
-def _schedule_of(trigger: TriggerRecord) -> CronSchedule | OneTimeSchedule:
-    if trigger.cron_expression is not None:
-        return CronSchedule.parse(trigger.cron_expression, trigger.cron_timezone)
-    assert trigger.run_at is not None
-    return OneTimeSchedule(trigger.run_at)
-
-
 def _stand_down(runtime: Runtime, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
     """Before the first call: a superseded, missed or overlapping occurrence ends here; else it becomes running.
 
@@ -380,7 +373,10 @@ def _stand_down(runtime: Runtime, state: RunState, record: InvocationRecord, tri
         return _finish_without_agent(runtime, state, record, trigger, "cancelled", SUPERSEDED)
     now = runtime.now()
     if state.kind == "scheduled" and not may_start(
-        _schedule_of(trigger), record.scheduled_for, now, int(trigger.catch_up_window_seconds)
+        stored_schedule(trigger.cron_expression, trigger.cron_timezone, trigger.run_at),
+        record.scheduled_for,
+        now,
+        int(trigger.catch_up_window_seconds),
     ):
         return _finish_without_agent(runtime, state, record, trigger, "skipped", MISSED)
     if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(runtime, record, trigger):

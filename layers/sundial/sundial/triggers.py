@@ -41,12 +41,18 @@ from sundial.domain.errors import (
     ValidationFailedError,
 )
 from sundial.domain.instants import format_instant
-from sundial.domain.schedule import CronSchedule, OneTimeSchedule, parse_run_at, validate_timezone
+from sundial.domain.schedule import (
+    CronSchedule,
+    OneTimeSchedule,
+    Schedule,
+    parse_run_at,
+    stored_schedule,
+    validate_timezone,
+)
 from sundial.pagination import decode_cursor, encode_cursor, last_key
 from sundial.runtime import Runtime
 from sundial.storage import TriggerRecord, agent_trigger_key, condition_held, due_shard_for, project_key, trigger_pk
 
-Schedule = CronSchedule | OneTimeSchedule
 UPCOMING_RUNS_ON_DETAIL = 5
 ID_RE = re.compile(ID_PATTERN)
 SCHEDULE_FIELDS = ("cron_expression", "cron_timezone", "run_at", "enabled")
@@ -90,7 +96,7 @@ def build_schedule(cron_expression: str | None, cron_timezone: str, run_at: date
 
 
 def schedule_of(record: TriggerRecord) -> Schedule:
-    return build_schedule(record.cron_expression, record.cron_timezone, record.run_at)
+    return stored_schedule(record.cron_expression, record.cron_timezone, record.run_at)
 
 
 def _check_run_at(run_at: datetime, now: datetime) -> datetime:

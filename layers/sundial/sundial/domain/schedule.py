@@ -340,6 +340,20 @@ class OneTimeSchedule:
 Schedule = CronSchedule | OneTimeSchedule
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_cron(expression: str, timezone: str) -> CronSchedule:
+    return CronSchedule.parse(expression, timezone)
+
+
+def stored_schedule(cron_expression: str | None, cron_timezone: str, run_at: datetime | None) -> Schedule:
+    """The schedule of a stored, already validated trigger; each cron schedule is parsed once per process."""
+    if cron_expression is not None:
+        return _parsed_cron(cron_expression, cron_timezone)
+    if run_at is None:
+        raise ValueError("a stored trigger has a cronExpression or a runAt")
+    return OneTimeSchedule(run_at)
+
+
 def parse_run_at(value: str | datetime, now: datetime, *, max_past_seconds: int = 60) -> datetime:
     """Validate a one-time trigger's instant; the past tolerance absorbs clock skew and request latency."""
     if isinstance(value, str):
