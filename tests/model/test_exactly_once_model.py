@@ -76,6 +76,7 @@ from tests.model.model_support import (
 )
 
 EXAMPLES = int(os.environ.get("SUNDIAL_MODEL_EXAMPLES", "12"))
+PROGRESS_EVERY = 50  # a soak says how far it got, even when it is stopped before the end
 STEPS = int(os.environ.get("SUNDIAL_MODEL_STEPS", "40"))
 TOLERATED = frozenset(filter(None, os.environ.get("SUNDIAL_MODEL_TOLERATE", "").split(",")))
 CHECK_STALLED = os.environ.get("SUNDIAL_MODEL_STALLED") == "1"
@@ -173,6 +174,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         self.world.incarnation_of = self._incarnation_of_execution
         self.world.agent.on_call = self._on_agent_call
         EXAMPLES_RUN["examples"] += 1
+        if EXAMPLES_RUN["examples"] % PROGRESS_EVERY == 0:
+            print(f"exactly-once model: {EXAMPLES_RUN['examples']} examples so far", flush=True)
 
     @property
     def w(self) -> World:
