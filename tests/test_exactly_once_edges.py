@@ -268,6 +268,17 @@ def test_changing_the_shard_count_strands_no_trigger(env: DispatchEnv, before: i
     assert dispatched == set(soon) | set(later)
 
 
+def test_a_row_the_api_wrote_under_a_count_no_dispatcher_used_is_still_read(env: DispatchEnv) -> None:
+    """Raised to 8 and rolled back to 2 before any tick ran with 8: the API's rows in shards 2-7 are read."""
+    wide, narrow = _runtime_with_shards(env, 8), _runtime_with_shards(env, 2)
+    written = [create_trigger(wide, EDITOR, PATH, _daily(f"w-{n}", "0 15 * * *")).id for n in range(12)]
+    assert any(int(stored(trigger_id).due_shard) >= 2 for trigger_id in written)
+
+    _tick_with(env, narrow, -120)
+
+    assert {run["input"]["triggerId"] for run in executions(env)} == set(written)
+
+
 def _marker() -> int:
     return int(ShardMarkerRecord.get(ShardMarkerRecord.pk.default, consistent_read=True).shard_count)
 

@@ -59,3 +59,58 @@ def test_a_row_written_to_a_high_shard_as_the_count_drops_is_not_stranded() -> N
         state.dispatcher_tick()
         state.reshard(shards=2)
         state.teardown()
+
+
+def test_a_row_written_under_a_shard_count_no_dispatcher_used_is_not_stranded() -> None:
+    """The API wrote a one-time trigger into shard 3 of 4 while no dispatcher had ever ticked with 4
+    shards; the count went back to 2 before the next tick, which then read shards 0 and 1 only, so
+    the occurrence was neither run nor counted as missed (lost-occurrence). Writers now make the shard
+    marker cover their count before they write."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=0, shards=1)
+        state.patch(change="disable", crash=False, run_in=326, slot="t0")
+        state.advance_clock(seconds=1)
+        state.reshard(shards=2)
+        state.patch(change="cron:* * * * *", crash=True, run_in=274, slot="t0")
+        state.sfn_fault(calls=None, kind="lost", seconds=395)
+        state.run_now(key="k1", slot="t0")
+        state.reshard(shards=4)
+        state.patch(change="cron:*/5 * * * *", crash=False, run_in=158, slot="t0")
+        state.create(catch_up=0, crash=True, max_retries=1, overlap="allow", run_in=126, schedule="once", slot="t0")
+        state.reshard(shards=4)
+        state.patch(change="cron:*/5 * * * *", crash=True, run_in=148, slot="t0")
+        state.advance_clock(seconds=4078)
+        state.advance_clock(seconds=55)
+        state.patch(change="runAt", crash=False, run_in=400, slot="t0")
+        state.sfn_fault(calls=None, kind="throttle", seconds=442)
+        state.sfn_fault(calls=None, kind="lost", seconds=496)
+        state.create(catch_up=3600, crash=True, max_retries=0, overlap="skip", run_in=312, schedule="once", slot="t1")
+        state.create(
+            catch_up=3600, crash=False, max_retries=0, overlap="skip", run_in=148, schedule="*/5 * * * *", slot="t1"
+        )
+        state.sfn_fault(calls=None, kind="throttle", seconds=233)
+        state.reshard(shards=4)
+        state.advance_clock(seconds=5425)
+        state.create(
+            catch_up=0, crash=False, max_retries=1, overlap="skip", run_in=251, schedule="* * * * *", slot="t1"
+        )
+        state.advance_clock(seconds=28)
+        state.run_now(key="k1", slot="t0")
+        state.advance_clock(seconds=5)
+        state.advance_clock(seconds=198)
+        state.patch(change="maxRetries", crash=False, run_in=198, slot="t0")
+        state.advance_clock(seconds=6673)
+        state.run_now(key=None, slot="t0")
+        state.patch(change="maxRetries", crash=True, run_in=346, slot="t0")
+        state.reshard(shards=8)
+        state.reshard(shards=2)
+        state.create(catch_up=0, crash=True, max_retries=0, overlap="skip", run_in=204, schedule="once", slot="t1")
+        state.reshard(shards=4)
+        state.reshard(shards=1)
+        state.create(catch_up=0, crash=True, max_retries=0, overlap="allow", run_in=114, schedule="once", slot="t0")
+        state.reshard(shards=2)
+        state.reshard(shards=2)
+        state.sfn_fault(calls=None, kind="throttle", seconds=321)
+        state.teardown()

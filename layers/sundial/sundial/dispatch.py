@@ -405,6 +405,24 @@ class Dispatcher:
         return False
 
 
+# How long a process trusts that the due-shard marker still covers its shard count.
+SHARD_COUNT_RECHECK_SECONDS = 60.0
+
+
+def announce_shard_count(runtime: Runtime) -> None:
+    """Before a writer outside the dispatcher (the API) puts a row into the due index: make sure the
+    shard marker covers the count it hashes with, so a row written under a count no dispatcher has
+    used yet (a raise rolled back before the next tick) is still read once the count is lower. One
+    conditional PutItem at most once a minute per process.
+    """
+    now = time.monotonic()
+    announced = runtime.shard_count_announced_at
+    if announced is not None and now - announced < SHARD_COUNT_RECHECK_SECONDS:
+        return
+    DynamoDispatchStore().raise_marker(runtime.settings.due_shard_count)
+    runtime.shard_count_announced_at = now
+
+
 # Inside an API request the claim must not use up API Gateway's 30 s; the next tick can retry instead.
 API_START_BUDGET_SECONDS = 3.0
 

@@ -47,6 +47,8 @@ class Runtime:
     clock: Clock = utc_now
     sfn_factory: Callable[[], SFNClient] = field(default=_default_sfn_client)
     secrets_factory: Callable[[], SecretsManagerClient] = field(default=_default_secrets_client)
+    # When this process last made sure the due-shard marker covers its shard count (monotonic seconds).
+    shard_count_announced_at: float | None = None
 
     def __post_init__(self) -> None:
         bind_tables(self.settings)

@@ -181,14 +181,15 @@ def load_trigger(path: AgentPath, trigger_id: str) -> TriggerRecord:
     return record
 
 
-def _due_fields(record: TriggerRecord, next_run_at: datetime | None, shard_count: int) -> None:
+def _due_fields(runtime: Runtime, record: TriggerRecord, next_run_at: datetime | None) -> None:
     """Set next_run_at and the sparse due-index keys together (absent when nothing is scheduled)."""
     record.next_run_at = next_run_at
     if next_run_at is None:
         record.due_shard = None
         record.due_at = None
     else:
-        record.due_shard = due_shard_for(record.tenant_id, record.trigger_id, shard_count)
+        dispatch.announce_shard_count(runtime)
+        record.due_shard = due_shard_for(record.tenant_id, record.trigger_id, runtime.settings.due_shard_count)
         record.due_at = format_instant(next_run_at)
 
 
@@ -233,7 +234,7 @@ def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body
         missed_runs_skipped=0,
     )
     next_run_at = first_run(schedule, now, new_run_at=True) if body.enabled else None
-    _due_fields(record, next_run_at, runtime.settings.due_shard_count)
+    _due_fields(runtime, record, next_run_at)
     if not condition_held(lambda: record.save(condition=TriggerRecord.pk.does_not_exist())):
         raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant")
     dispatch.claim_if_due_soon(runtime, record)
@@ -324,7 +325,7 @@ def update_trigger(
         record.schedule_version = int(record.schedule_version) + 1
         record.claim_for = record.claim_name = record.claim_version = record.dispatched_for = None
         next_run_at = first_run(schedule, now, new_run_at=new_run_at) if enabled else None
-        _due_fields(record, next_run_at, runtime.settings.due_shard_count)
+        _due_fields(runtime, record, next_run_at)
         actions += [_set_or_remove(name, getattr(record, name)) for name in SCHEDULE_FIELDS]
         actions += dispatch.schedule_actions(record)
     if not condition_held(
