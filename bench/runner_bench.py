@@ -148,7 +148,7 @@ def _environment() -> None:
 def measure(scenario: Scenario) -> Figures:
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from sundial.runtime import Runtime
-    from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+    from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
     from sundial_local.lambdas import LocalLambdaContext
     from sundial_local.template import create_state_machine, create_tables
@@ -218,14 +218,15 @@ def measure(scenario: Scenario) -> Figures:
                     totals["watcher"] += 1
                 runs.append(run)
         last = runs[-1]
+        partition = invocation_partition("acme", trigger_id, row.incarnation)
         invocation_item = dynamodb.get_item(
             TableName=settings.invocations_table,
-            Key={"trigger_key": {"S": trigger_pk("acme", trigger_id)}, "invocation_id": {"S": last.invocation_id}},
+            Key={"trigger_key": {"S": partition}, "invocation_id": {"S": last.invocation_id}},
         )["Item"]
         trigger_item = dynamodb.get_item(
             TableName=settings.triggers_table, Key={"pk": {"S": trigger_pk("acme", trigger_id)}}
         )["Item"]
-        status = InvocationRecord.get(trigger_pk("acme", trigger_id), last.invocation_id).status
+        status = InvocationRecord.get(partition, last.invocation_id).status
         return Figures(
             scenario=scenario.name,
             final_status=status,
