@@ -1,0 +1,25 @@
+"""The benchmarks still run on the code as it is: a small run of each, checked for what it promises.
+
+`make bench` is not part of `make test`, so without these a change of the stores or keys could leave
+it broken until someone next measured.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import dispatch_bench, runner_bench
+
+
+@pytest.mark.slow
+def test_the_dispatch_bench_starts_a_thousand_occurrences_once_each() -> None:
+    figures = dispatch_bench.run(1000, 1.0)
+    assert (figures["dispatched"], figures["duplicates"], figures["losses"], figures["errors"]) == (1000, 0, 0, 0)
+    assert figures["calls_per_occurrence"]["dynamodb_writes"] == 2.0
+    assert figures["calls_per_occurrence"]["start_execution"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_runner_bench_measures_a_first_try_success_in_five_transitions() -> None:
+    first_try = runner_bench.measure(runner_bench.SCENARIOS[0])
+    assert (first_try.final_status, first_try.state_transitions, first_try.agent_calls) == ("completed", 5, 1)
