@@ -382,7 +382,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                 self.fail("api", f"run-now of a missing trigger: {response}")
             return
         if response is None or response.status != 202:
-            if faulted and response is not None and response.status == 500:
+            if faulted and response is not None and response.status == 503:
                 return  # StartExecution failed: the run is recorded failed and the caller may retry
             self.fail("api", f"run-now answered {response.status if response else None} {response and response.body}")
         invocation_id = response.body["invocationId"]
@@ -434,7 +434,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         response = self.request("POST", f"{BASE}/{slot}/invocations/{target.invocation_id}/rerun")
         if response is not None and response.status == 202:
             self.invocation_incarnation[response.body["invocationId"]] = self.live[slot].incarnation
-        elif not (faulted and response is not None and response.status == 500):
+        elif not (faulted and response is not None and response.status == 503):
             self.fail("api", f"rerun answered {response}")
         self.map_invocations()
 
