@@ -372,14 +372,8 @@ class LaggedIndexes:
             self.history.append((self.clock(), state))
 
     def _scan(self, table: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
-        while True:
-            page = self.dynamodb.scan(**kwargs)
-            items += page["Items"]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = self.dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+        return [item for page in pages for item in page["Items"]]
 
     def route(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.lag <= 0 or operation != "Query" or kwargs.get("IndexName") not in LAGGED_INDEXES:
