@@ -57,6 +57,7 @@ NO_EXECUTION: Any = {"stepfunctions": {"execute_state_machine": False}}
 LAG_TRIGGERS = "lagged-triggers"
 LAG_INVOCATIONS = "lagged-invocations"
 LAGGED_INDEXES = frozenset({"due", "open"})
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 
 class InjectedCrash(BaseException):
@@ -361,13 +362,25 @@ class LaggedIndexes:
         self.tables = {settings.triggers_table: LAG_TRIGGERS, settings.invocations_table: LAG_INVOCATIONS}
         self.history: list[tuple[datetime, dict[str, list[dict[str, Any]]]]] = []
         self.loaded: int | None = None  # index in history of what the shadow tables hold; -1 = empty
+        self.shadow_items: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {
+            shadow: {} for shadow in self.tables.values()
+        }
+        self.key_names: dict[str, list[str]] = {}
+        self.writes = 0  # DynamoDB writes made by the code under test; unchanged means the tables are too
+        self.snapshot_writes = -1
 
     def snapshot(self) -> None:
         if self.lag <= 0:
             return
-        state = {table: self._scan(table) for table in self.tables}
+        if self.history and self.snapshot_writes == self.writes:
+            state = self.history[-1][1]  # nothing written since: the tables stand as they were
+        else:
+            state = {table: self._scan(table) for table in self.tables}
+            self.snapshot_writes = self.writes
         if self.history and self.history[-1][0] == self.clock():
             self.history[-1] = (self.clock(), state)
+            if self.loaded == len(self.history) - 1:
+                self.loaded = None  # the shadow tables hold the state this one replaced
         else:
             self.history.append((self.clock(), state))
 
@@ -376,6 +389,8 @@ class LaggedIndexes:
         return [item for page in pages for item in page["Items"]]
 
     def route(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if operation in WRITE_OPERATIONS:
+            self.writes += 1
         if self.lag <= 0 or operation != "Query" or kwargs.get("IndexName") not in LAGGED_INDEXES:
             return kwargs
         shadow = self.tables.get(kwargs.get("TableName", ""))
@@ -390,18 +405,30 @@ class LaggedIndexes:
         return {**kwargs, "TableName": shadow}
 
     def _load(self, position: int) -> None:
+        """Bring the shadow tables to snapshot `position`, writing only the items that differ."""
         if self.loaded == position:
             return
         for table, shadow in self.tables.items():
-            key_names = [
-                key["AttributeName"] for key in self.dynamodb.describe_table(TableName=shadow)["Table"]["KeySchema"]
-            ]
-            for item in self._scan(shadow):
-                self.dynamodb.delete_item(TableName=shadow, Key={name: item[name] for name in key_names})
-            if position >= 0:
-                for item in self.history[position][1][table]:
+            names = self._key_names(shadow)
+            target = {
+                tuple(json.dumps(item[name], sort_keys=True) for name in names): item
+                for item in (self.history[position][1][table] if position >= 0 else [])
+            }
+            held = self.shadow_items[shadow]
+            for key in [key for key in held if key not in target]:
+                item = held.pop(key)
+                self.dynamodb.delete_item(TableName=shadow, Key={name: item[name] for name in names})
+            for key, item in target.items():
+                if held.get(key) != item:
                     self.dynamodb.put_item(TableName=shadow, Item=item)
+                    held[key] = item
         self.loaded = position
+
+    def _key_names(self, shadow: str) -> list[str]:
+        if shadow not in self.key_names:
+            schema = self.dynamodb.describe_table(TableName=shadow)["Table"]["KeySchema"]
+            self.key_names[shadow] = [key["AttributeName"] for key in schema]
+        return self.key_names[shadow]
 
 
 @contextmanager
@@ -666,6 +693,7 @@ class World:
     runtime: Runtime = field(init=False)
     lagged: LaggedIndexes = field(init=False)
     incarnation_of: Callable[[dict[str, Any], str], str | None] = lambda _input, _name: None
+    _invocations: tuple[int, list[StoredInvocation]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.session.random.seed(0)
@@ -696,6 +724,12 @@ class World:
         self.lagged.snapshot()
         self.clock.advance(seconds)
 
+    def invocations(self) -> list[StoredInvocation]:
+        """Every stored invocation, rescanned only after the code under test has written something."""
+        if self._invocations is None or self._invocations[0] != self.lagged.writes:
+            self._invocations = (self.lagged.writes, stored_invocations())
+        return self._invocations[1]
+
     def close(self) -> None:
         self.session.world = None
 
@@ -716,9 +750,10 @@ class ModelSession:
 
 @contextmanager
 def shared_service_models() -> Iterator[None]:
-    """botocore reads each service's JSON model once per session, and every pynamodb connection (one per
-    model and thread, remade by each Runtime) opens a session: across thousands of examples that
-    re-reading is a fifth of the time. The files never change during a run, so read each once."""
+    """botocore reads each service's JSON model, and lists its data folders, once per session, and every
+    pynamodb connection (one per model and thread, remade by each Runtime) opens a session: across
+    thousands of examples that re-reading is a third of the time. The files never change during a run,
+    so read and list each once."""
     loaded: dict[str, Any] = {}
     original = botocore.loaders.JSONFileLoader.load_file
 
@@ -727,7 +762,19 @@ def shared_service_models() -> Iterator[None]:
             loaded[file_path] = original(self, file_path)
         return loaded[file_path]
 
-    with mock.patch.object(botocore.loaders.JSONFileLoader, "load_file", load_once):
+    listed: dict[tuple[Any, ...], list[str]] = {}
+    original_list = botocore.loaders.Loader.list_available_services
+
+    def list_once(self: botocore.loaders.Loader, type_name: str) -> list[str]:
+        key = (tuple(self.search_paths), type_name)
+        if key not in listed:
+            listed[key] = original_list(self, type_name)
+        return listed[key]
+
+    with (
+        mock.patch.object(botocore.loaders.JSONFileLoader, "load_file", load_once),
+        mock.patch.object(botocore.loaders.Loader, "list_available_services", list_once),
+    ):
         yield
 
 
