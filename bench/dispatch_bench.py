@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from botocore.exceptions import ClientError
-from sundial.aws_retry import Backoff
-from sundial.dispatch import START_BACKOFF, Dispatcher, TickReport
-from sundial.dispatch_store import Advance, Claim, Cursor, DueRow, ShardMarker
+from sundial.adapters.aws_retry import Backoff
+from sundial.deps import Deps
 from sundial.domain.instants import format_instant
-from sundial.runtime import Runtime
+from sundial.services.dispatcher import START_BACKOFF, Dispatcher, TickReport
 from sundial.settings import Settings
-from sundial.storage import due_shard_for
+from sundial.store.dispatch import Advance, Claim, DueRow, PageKey, ShardMarker
+from sundial.store.records import due_shard_for
 
 from sundial_local.template import resource
 
@@ -163,7 +163,7 @@ class ModelStore:
     marker: ShardMarker | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def due_page(self, shard: int, until: str, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def due_page(self, shard: int, until: str, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         self.clock.sleep(DYNAMODB_LATENCY)
         after = (cursor["due_at"], cursor["pk"]) if cursor else ("", "")
         with self._lock:
@@ -281,7 +281,7 @@ class ModelStore:
     def note_empty(self, observed: int, since: datetime | None) -> bool:
         return self._replace_marker(observed, ShardMarker(observed, since))
 
-    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def shard_page(self, shard: int, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         """Every row of a shard in one page (the bench never re-shards more than a page holds)."""
         assert cursor is None
         self.clock.sleep(DYNAMODB_LATENCY)
@@ -340,9 +340,9 @@ def run(count: int, scale: float) -> dict[str, Any]:
     store = ModelStore(clock)
     seed(store, count, settings.due_shard_count)
     sfn = ModelStepFunctions(clock, TokenBucket(clock, START_BURST, START_REFILL_PER_SECOND))
-    runtime = Runtime(settings, clock=clock, sfn_factory=lambda: cast(Any, sfn))
+    deps = Deps(settings, clock=clock, sfn_factory=lambda: cast(Any, sfn))
     dispatcher = Dispatcher(
-        runtime,
+        deps,
         store=store,
         backoff=Backoff(sleep=clock.sleep, monotonic=clock.seconds),
         start_backoff=replace(START_BACKOFF, sleep=clock.sleep, monotonic=clock.seconds),

@@ -147,8 +147,8 @@ def _environment() -> None:
 
 def measure(scenario: Scenario) -> Figures:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from sundial.runtime import Runtime
-    from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
+    from sundial.deps import Deps
+    from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
     from sundial_local.lambdas import LocalLambdaContext
     from sundial_local.template import create_state_machine, create_tables
@@ -181,8 +181,8 @@ def measure(scenario: Scenario) -> Figures:
         create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
         settings = make_settings(create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS))
         clock = FakeClock()
-        stack = Stack(settings, Runtime(settings, clock=clock, sfn_factory=lambda: sfn), clock, sfn, dynamodb)
-        monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+        stack = Stack(settings, Deps(settings, clock=clock, sfn_factory=lambda: sfn), clock, sfn, dynamodb)
+        monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
         api = ApiClient()
         body = {
             "name": "Nightly report",

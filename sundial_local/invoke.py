@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from sundial.deps import Deps
 from sundial.observability import logger
-from sundial.runtime import Runtime
 from sundial.settings import get_settings
 
 from sundial_local.config import DEV_AGENT_TOKEN
@@ -96,7 +96,7 @@ def handler_for(logical_id: str) -> Handler:
     module = importlib.import_module(module_name)
     for value in vars(module).values():
         if callable(getattr(value, "cache_clear", None)):
-            value.cache_clear()  # per-cold-start caches (runtime, clients) from an earlier call
+            value.cache_clear()  # per-cold-start caches (deps, clients) from an earlier call
     handler: Handler = getattr(module, attribute)
     return handler
 
@@ -113,10 +113,10 @@ def call(function: str, event: dict[str, Any]) -> Any:
 
 
 def pin_clock_to_sample(module: Any) -> None:
-    """Build the function's runtime with a clock that stands at the sample occurrence's instant."""
+    """Build the function's deps with a clock that stands at the sample occurrence's instant."""
     scheduled_for = json.loads(SAMPLE_PREPARE_EVENT.read_text())["input"]["scheduledFor"]
     instant = datetime.fromisoformat(scheduled_for)
-    module.runtime = functools.lru_cache(maxsize=1)(lambda: Runtime(get_settings(), clock=lambda: instant))
+    module.deps = functools.lru_cache(maxsize=1)(lambda: Deps(get_settings(), clock=lambda: instant))
 
 
 def adopt_sample_incarnation(dynamodb: Any, triggers_table: str) -> None:

@@ -13,11 +13,11 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from moto import mock_aws
 from moto.moto_api._internal.models import moto_api_backend
-from sundial import invocations
+from sundial.deps import Deps
 from sundial.domain import naming
 from sundial.domain.instants import compact_instant
-from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+from sundial.store import invocations as invocation_store
+from sundial.store.records import InvocationRecord, TriggerRecord, trigger_pk
 
 from sundial_local.template import create_state_machine, create_tables
 from tests.conftest import (
@@ -45,7 +45,7 @@ _deserializer = TypeDeserializer()
 
 @dataclass
 class WarmAws:
-    """One moto session per test module whose clients and Runtime are kept, with fresh tables per test.
+    """One moto session per test module whose clients and Deps are kept, with fresh tables per test.
 
     Building botocore clients dominates a fresh `stack` (each parses the service models again); the
     API tests make hundreds of requests against fresh tables, so they reset moto's state instead.
@@ -61,8 +61,8 @@ class WarmAws:
             sfn = boto3.client("stepfunctions", region_name=REGION)
             clock = FakeClock()
             settings = make_settings(f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:sundial-runner")
-            runtime = Runtime(settings, clock=clock, sfn_factory=lambda: sfn)
-            yield cls(Stack(settings, runtime, clock, sfn, dynamodb))
+            deps = Deps(settings, clock=clock, sfn_factory=lambda: sfn)
+            yield cls(Stack(settings, deps, clock, sfn, dynamodb))
 
     def fresh_stack(self) -> Stack:
         """Empty tables from template.yaml, the runner state machine, and the clock back at START."""
@@ -127,7 +127,7 @@ def due_index_entries(stack: Stack) -> dict[str, tuple[int, str]]:
 
 
 def incarnation_of(trigger_id: str, tenant_id: str = "acme") -> str:
-    """The stored trigger's incarnation, which scopes its invocations."""
+    """The stored trigger's incarnation, which scopes its invocation_store."""
     return str(TriggerRecord.get(trigger_pk(tenant_id, trigger_id), consistent_read=True).incarnation)
 
 
@@ -142,8 +142,8 @@ def seed_invocation(
 ) -> InvocationRecord:
     """An invocation record as the runner leaves it, written with the same code the runner uses."""
     key = f"seed-{trigger_id}-{compact_instant(scheduled_for)}-{kind}"
-    record = invocations.new_invocation(
-        stack.runtime,
+    record = invocation_store.new_invocation(
+        stack.deps,
         tenant_id="acme",
         project_id="website",
         agent_id="reporter",
@@ -157,13 +157,13 @@ def seed_invocation(
         execution_name=f"s-seed-{compact_instant(scheduled_for)}",
     )
     record.status = status
-    if status not in invocations.UNFINISHED:
+    if status not in invocation_store.UNFINISHED:
         record.completed_at = scheduled_for
     if attempts is not None:
         record.attempts = attempts
         record.attempt_number = len(attempts)
-    if status in invocations.UNFINISHED:
-        assert invocations.put_if_absent(stack.runtime, record)
+    if status in invocation_store.UNFINISHED:
+        assert invocation_store.put_if_absent(stack.deps, record)
     else:
         record.save()
     return record
@@ -171,7 +171,7 @@ def seed_invocation(
 
 def registered_open(record: InvocationRecord) -> bool:
     """Whether the incarnation's register of unfinished runs still names the record."""
-    open_runs = invocations.open_invocations(record.tenant_id, record.trigger_id, record.incarnation)
+    open_runs = invocation_store.open_invocations(record.tenant_id, record.trigger_id, record.incarnation)
     return record.invocation_id in {run.invocation_id for run in open_runs}
 
 

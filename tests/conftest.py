@@ -17,7 +17,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto import mock_aws
-from sundial.runtime import Runtime
+from sundial.deps import Deps
 from sundial.settings import Settings
 
 from sundial_local.config import ACCOUNT, REGION
@@ -67,7 +67,7 @@ class FakeClock:
 @dataclass
 class Stack:
     settings: Settings
-    runtime: Runtime
+    deps: Deps
     clock: FakeClock
     sfn: Any
     dynamodb: Any
@@ -101,15 +101,15 @@ def make_settings(state_machine_arn: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def stack(aws: None, clock: FakeClock) -> Stack:
-    """Tables from template.yaml, the runner state machine from the ASL file, and a Runtime on a fake clock."""
+    """Tables from template.yaml, the runner state machine from the ASL file, and Deps on a fake clock."""
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     settings = make_settings("")
     create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
     arn = create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS)
     settings = make_settings(arn)
-    runtime = Runtime(settings, clock=clock, sfn_factory=lambda: sfn)
-    return Stack(settings, runtime, clock, sfn, dynamodb)
+    deps = Deps(settings, clock=clock, sfn_factory=lambda: sfn)
+    return Stack(settings, deps, clock, sfn, dynamodb)
 
 
 @dataclass
@@ -187,7 +187,7 @@ def lambda_context(function: str = "sundial-test") -> LambdaContext:
 def api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ApiClient:
     import api_handler
 
-    monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+    monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
     return ApiClient()
 
 

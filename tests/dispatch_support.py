@@ -22,15 +22,15 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
-from sundial.aws_retry import Backoff
-from sundial.contracts.api import TriggerCreate
-from sundial.dispatch import START_BACKOFF, Dispatcher
-from sundial.dispatch_store import DispatchStore, DueRow, DynamoDispatchStore
+from sundial.adapters.aws_retry import Backoff
+from sundial.contracts.api import AgentPath, TriggerCreate
+from sundial.deps import Deps
 from sundial.domain.auth import Principal
-from sundial.runtime import Runtime
+from sundial.services.dispatcher import START_BACKOFF, Dispatcher
+from sundial.services.triggers import create_trigger
 from sundial.settings import Settings
-from sundial.storage import ShardMarkerRecord, TriggerRecord, due_shard_for, trigger_pk
-from sundial.triggers import AgentPath, create_trigger
+from sundial.store.dispatch import DispatchStore, DueRow, DynamoDispatchStore
+from sundial.store.records import ShardMarkerRecord, TriggerRecord, due_shard_for, trigger_pk
 
 from sundial_local.template import create_state_machine, create_tables
 from tests.conftest import REGION, RUNNER_FUNCTION_ARNS, FakeClock, make_settings
@@ -43,7 +43,7 @@ EDITOR = Principal("alice", "acme", frozenset({"editor"}))
 @dataclass
 class DispatchEnv:
     settings: Settings
-    runtime: Runtime
+    deps: Deps
     clock: FakeClock
     sfn: Any
     dynamodb: Any
@@ -86,8 +86,8 @@ def dispatch_env(clock: FakeClock, **overrides: Any) -> Iterator[DispatchEnv]:
         create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
         arn = create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS)
         settings = make_settings(arn, **overrides)
-        runtime = Runtime(settings, clock=clock, sfn_factory=lambda: sfn)
-        yield DispatchEnv(settings, runtime, clock, sfn, dynamodb)
+        deps = Deps(settings, clock=clock, sfn_factory=lambda: sfn)
+        yield DispatchEnv(settings, deps, clock, sfn, dynamodb)
 
 
 class SleepRecorder:
@@ -111,14 +111,14 @@ def dispatcher(
     env: DispatchEnv,
     *,
     store: DispatchStore | None = None,
-    runtime: Runtime | None = None,
+    deps: Deps | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> Dispatcher:
     """A dispatcher on the test stack whose backoff never really sleeps."""
     pause = sleep or SleepRecorder()
     monotonic = pause.monotonic if isinstance(pause, SleepRecorder) else time.monotonic
     return Dispatcher(
-        runtime or env.runtime,
+        deps or env.deps,
         store=store or DynamoDispatchStore(),
         backoff=Backoff(sleep=pause, monotonic=monotonic),
         start_backoff=replace(START_BACKOFF, sleep=pause, monotonic=monotonic),
@@ -128,7 +128,7 @@ def dispatcher(
 def create(env: DispatchEnv, name: str = "t", **fields: Any) -> str:
     """Create a trigger through the API's domain function (with its immediate claim); returns its id."""
     body = TriggerCreate.model_validate({"name": name, **fields})
-    return create_trigger(env.runtime, EDITOR, PATH, body).id
+    return create_trigger(env.deps, EDITOR, PATH, body).id
 
 
 def seed(env: DispatchEnv, count: int, **fields: Any) -> list[str]:

@@ -4,7 +4,7 @@
   recorders (a hook may act when a given Wait state is reached, e.g. cancel a run mid-backoff).
 * `AgentServer` is a real HTTP server on 127.0.0.1 playing the agent runtime from a script.
 * `runner_harness()` puts it together on a `Stack`: Lambda Tasks routed to runner_handler,
-  the handler's runtime and agent client pointed at the stack and the server.
+  the handler's deps and agent client pointed at the stack and the server.
 * `status_change_event()` is the EventBridge event AWS sends when an execution ends (moto sends none),
   built from DescribeExecution, for the watcher.
 """
@@ -28,11 +28,11 @@ from unittest import mock
 import pytest
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
-from sundial.agent_client import AgentClient
-from sundial.dispatch import start_request
-from sundial.dispatch_store import Claim, due_row
+from sundial.adapters.agent_http import AgentClient
 from sundial.domain.naming import scheduled_execution_name
-from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
+from sundial.services.dispatcher import start_request
+from sundial.store.dispatch import Claim, due_row
+from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.lambdas import routed_lambdas
 from tests.conftest import BASE, RUNNER_FUNCTION_ARNS, ApiClient, Stack
@@ -297,7 +297,7 @@ def runner_harness(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
     import runner_handler
 
     with AgentServer() as agent, recorded_waits() as waits, routed_lambdas(RUNNER_FUNCTION_ARNS):
-        monkeypatch.setattr(runner_handler, "runtime", lambda: stack.runtime)
+        monkeypatch.setattr(runner_handler, "deps", lambda: stack.deps)
         client = AgentClient(agent.url, lambda: TEST_TOKEN)
         monkeypatch.setattr(runner_handler, "agent", lambda: client)
         harness = Harness(stack, agent, waits)

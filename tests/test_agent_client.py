@@ -15,18 +15,17 @@ from urllib.parse import quote
 import boto3
 import pytest
 import urllib3
-from sundial import agent_client
-from sundial.agent_client import (
+from sundial.adapters import agent_http
+from sundial.adapters.agent_http import (
     AgentClient,
     AgentRequest,
     AttemptOutcome,
     SecretToken,
-    agent_client_for,
     classify_status,
     token_source,
 )
+from sundial.deps import Deps
 from sundial.domain.message import render_message
-from sundial.runtime import Runtime
 from sundial.settings import Settings
 
 from tests.conftest import REGION, make_settings
@@ -334,7 +333,7 @@ def test_a_body_over_64_kib_is_an_error_and_read_no_further(
 
     assert (result.outcome, result.http_status, result.conversation_id) == (AttemptOutcome.REJECTED, 200, None)
     assert result.error == "HTTP 200: response body over 64 KiB"
-    assert sum(pulled) <= BODY_CAP + agent_client.READ_CHUNK_BYTES
+    assert sum(pulled) <= BODY_CAP + agent_http.READ_CHUNK_BYTES
     assert peak < 1024 * 1024
     assert agent.cut_off.is_set()
     assert agent.sent < HUGE
@@ -479,11 +478,11 @@ def test_token_from_secrets_manager_is_read_once_and_cached(aws: None) -> None:
 
 
 def test_token_from_the_secret_reaches_the_agent(aws: None, server: AgentServer) -> None:
-    """The deployed path: settings name the secret, the runtime's Secrets Manager client reads it."""
+    """The deployed path: settings name the secret, the deps's Secrets Manager client reads it."""
     secrets = boto3.client("secretsmanager", region_name=REGION)
     arn = secrets.create_secret(Name="sundial/agent-token", SecretString="secret-bearer")["ARN"]
     settings = make_settings("", AGENT_RUN_TOKEN_SECRET_ARN=arn, AGENT_RUN_URL=server.url)
-    client = agent_client_for(Runtime(settings, secrets_factory=lambda: secrets))
+    client = Deps(settings, secrets_factory=lambda: secrets).agent_client()
 
     assert client.call(REQUEST, timeout_seconds=5).outcome is AttemptOutcome.SUCCEEDED
     assert server.received[0].headers["authorization"] == "Bearer secret-bearer"

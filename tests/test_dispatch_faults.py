@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sundial.dispatch import START_BACKOFF
-from sundial.dispatch_store import Advance, Claim, Cursor, DueRow, DynamoDispatchStore, ShardMarker
+from sundial.deps import Deps
 from sundial.domain.naming import scheduled_execution_name
-from sundial.runtime import Runtime
+from sundial.services.dispatcher import START_BACKOFF
+from sundial.store.dispatch import Advance, Claim, DueRow, DynamoDispatchStore, PageKey, ShardMarker
 
 from tests.conftest import START, FakeClock
 from tests.dispatch_support import (
@@ -77,7 +77,7 @@ class MortalStore:
     inner: DynamoDispatchStore
     mortal: Mortal
 
-    def due_page(self, shard: int, until: str, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def due_page(self, shard: int, until: str, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         return self.mortal.call("due_page", lambda: self.inner.due_page(shard, until, cursor))
 
     def advance(self, row: DueRow, step: Advance) -> bool:
@@ -101,7 +101,7 @@ class MortalStore:
     def lower_marker(self, observed: int, shard_count: int) -> bool:
         return self.inner.lower_marker(observed, shard_count)
 
-    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def shard_page(self, shard: int, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         return self.inner.shard_page(shard, cursor)
 
     def move_shard(self, row: DueRow, shard: int) -> bool:
@@ -118,8 +118,8 @@ class MortalStepFunctions:
 
 def tick_until_death(env: DispatchEnv, mortal: Mortal) -> None:
     mortal_sfn: Any = MortalStepFunctions(env.sfn, mortal)
-    runtime = Runtime(env.settings, clock=env.clock, sfn_factory=lambda: mortal_sfn)
-    doomed = dispatcher(env, store=MortalStore(DynamoDispatchStore(), mortal), runtime=runtime)
+    deps = Deps(env.settings, clock=env.clock, sfn_factory=lambda: mortal_sfn)
+    doomed = dispatcher(env, store=MortalStore(DynamoDispatchStore(), mortal), deps=deps)
     with contextlib.suppress(Crash):
         doomed.tick()
     assert mortal.dead, "the crash point was reached"

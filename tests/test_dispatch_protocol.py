@@ -1,4 +1,4 @@
-"""The claim protocol on one dispatcher (docs/dispatch.md): what a tick writes, starts and skips.
+"""The claim protocol on one dispatcher (docs/dispatcher.md): what a tick writes, starts and skips.
 
 Moto records executions without running them: the dispatcher's contract ends at StartExecution,
 whose name uniqueness plain moto enforces (tests/dispatch_support.py says more).
@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sundial import dispatch
 from sundial.contracts.api import TriggerPatch
-from sundial.dispatch import plan
-from sundial.dispatch_store import Advance, Claim, DueRow, DynamoDispatchStore
 from sundial.domain.errors import ValidationFailedError
 from sundial.domain.missed_runs import ON_TIME_GRACE
 from sundial.domain.naming import invocation_id_for, scheduled_execution_name
-from sundial.triggers import delete_trigger, update_trigger
+from sundial.services import dispatcher as dispatch_service
+from sundial.services.dispatcher import plan
+from sundial.services.triggers import delete_trigger, update_trigger
+from sundial.store.dispatch import Advance, Claim, DueRow, DynamoDispatchStore
 
 from tests.conftest import START, FakeClock
 from tests.dispatch_support import (
@@ -45,7 +45,7 @@ def env(clock: FakeClock) -> Iterator[DispatchEnv]:
         yield built
 
 
-def tick_at(env: DispatchEnv, moment: datetime) -> dispatch.TickReport:
+def tick_at(env: DispatchEnv, moment: datetime) -> dispatch_service.TickReport:
     env.clock.set(moment)
     return dispatcher(env).tick()
 
@@ -112,10 +112,10 @@ def test_disabled_deleted_and_finished_one_time_triggers_are_never_dispatched(en
     deleted = create(env, cron_expression="*/5 * * * *")
     finished = create(env, run_at=at(START))
     tick_at(env, START - timedelta(seconds=100))
-    update_trigger(env.runtime, EDITOR, PATH, disabled_later, TriggerPatch(enabled=False))
-    delete_trigger(env.runtime, EDITOR, PATH, deleted)
+    update_trigger(env.deps, EDITOR, PATH, disabled_later, TriggerPatch(enabled=False))
+    delete_trigger(env.deps, EDITOR, PATH, deleted)
     # What the runner does once the one-time run has finished.
-    update_trigger(env.runtime, EDITOR, PATH, finished, TriggerPatch(enabled=False))
+    update_trigger(env.deps, EDITOR, PATH, finished, TriggerPatch(enabled=False))
     before = len(executions(env))
 
     for minutes in range(0, 60, 5):
@@ -240,7 +240,7 @@ def test_stale_index_rows_are_rechecked_by_the_conditional_writes(env: DispatchE
     dispatcher(env).tick()
 
     late = dispatcher(env)
-    report = dispatch.TickReport()
+    report = dispatch_service.TickReport()
     for row in stale:
         late.handle(row, START, report)
 
@@ -272,20 +272,20 @@ def test_plan_treats_up_to_a_minute_late_as_on_time_whatever_the_catch_up_window
     tomorrow = scheduled + timedelta(days=1)
     row = row_for("0 15 * * *", scheduled, window=0)
 
-    assert plan(row, scheduled + ON_TIME_GRACE) == dispatch.Plan(scheduled, tomorrow, 0)
-    assert plan(row, scheduled + ON_TIME_GRACE + timedelta(seconds=1)) == dispatch.Plan(None, tomorrow, 1)
-    assert plan(row, scheduled - timedelta(seconds=90)) == dispatch.Plan(scheduled, tomorrow, 0)
+    assert plan(row, scheduled + ON_TIME_GRACE) == dispatch_service.Plan(scheduled, tomorrow, 0)
+    assert plan(row, scheduled + ON_TIME_GRACE + timedelta(seconds=1)) == dispatch_service.Plan(None, tomorrow, 1)
+    assert plan(row, scheduled - timedelta(seconds=90)) == dispatch_service.Plan(scheduled, tomorrow, 0)
 
 
 def test_plan_runs_the_latest_of_two_on_time_minutes_and_counts_the_other() -> None:
     now = datetime(2026, 11, 26, 15, 1, 0, tzinfo=UTC)
-    assert plan(row_for("* * * * *", now - timedelta(minutes=1)), now) == dispatch.Plan(
+    assert plan(row_for("* * * * *", now - timedelta(minutes=1)), now) == dispatch_service.Plan(
         now, now + timedelta(minutes=1), 1
     )
 
 
 def test_plan_jumps_over_a_backlog_longer_than_the_scan_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dispatch, "MAX_MISSED_SCAN", 50)
+    monkeypatch.setattr(dispatch_service, "MAX_MISSED_SCAN", 50)
     now = datetime(2026, 11, 26, 15, 0, 30, tzinfo=UTC)
     step = plan(row_for("* * * * *", now - timedelta(days=3), window=600), now)
     assert step.occurrence == datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
@@ -333,10 +333,10 @@ def test_toggling_a_one_time_trigger_after_its_instant_never_claims_it_again(env
     assert len(executions(env)) == 1
 
     env.clock.set(START + timedelta(seconds=20))  # its run is under way
-    update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(enabled=False))
-    update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(cron_timezone="Europe/Berlin"))
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(enabled=False))
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(cron_timezone="Europe/Berlin"))
     with pytest.raises(ValidationFailedError, match="has passed"):
-        update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(enabled=True))
+        update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(enabled=True))
     tick_at(env, START + timedelta(seconds=30))
 
     assert_exactly_once(env, {(trigger_id, at(START))})
@@ -347,7 +347,7 @@ def test_a_zone_change_does_not_reschedule_a_one_time_trigger(env: DispatchEnv) 
     trigger_id = create(env, run_at=at(START + timedelta(hours=1)))
     version = stored(trigger_id).schedule_version
 
-    update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(cron_timezone="Asia/Tokyo"))
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(cron_timezone="Asia/Tokyo"))
 
     record = stored(trigger_id)
     assert (record.cron_timezone, record.schedule_version) == ("Asia/Tokyo", version)
@@ -358,7 +358,7 @@ def test_a_trigger_recreated_under_a_deleted_ones_id_still_runs_the_claimed_inst
     tick_at(env, START - timedelta(seconds=100))
     (first,) = executions(env)
     env.sfn.stop_execution(executionArn=execution_arn(env, first["name"]))  # as the delete's cascade does
-    delete_trigger(env.runtime, EDITOR, PATH, trigger_id)
+    delete_trigger(env.deps, EDITOR, PATH, trigger_id)
 
     assert create(env, id="nightly", cron_expression="0 15 * * *") == trigger_id
     tick_at(env, START - timedelta(seconds=90))

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pynamodb.exceptions import DoesNotExist
 from sundial.contracts.api import TriggerPatch
-from sundial.dispatch import TickReport
 from sundial.domain.naming import scheduled_execution_name
-from sundial.triggers import delete_trigger, update_trigger
+from sundial.services.dispatcher import TickReport
+from sundial.services.triggers import delete_trigger, update_trigger
 
 from tests.conftest import BASE, START, ApiClient, FakeClock
 from tests.dispatch_support import (
@@ -49,7 +49,7 @@ def env(clock: FakeClock) -> Iterator[DispatchEnv]:
 def api(env: DispatchEnv, monkeypatch: pytest.MonkeyPatch) -> ApiClient:
     import api_handler
 
-    monkeypatch.setattr(api_handler, "runtime", lambda: env.runtime)
+    monkeypatch.setattr(api_handler, "deps", lambda: env.deps)
     return ApiClient()
 
 
@@ -196,7 +196,7 @@ def test_a_reschedule_between_claim_and_start_supersedes_the_claimed_run(env: Di
 
     def reschedule() -> None:
         # Still fires at 15:00, so the API claims 15:00 again, under schedule version 2.
-        update_trigger(env.runtime, EDITOR, PATH, trigger_id, TriggerPatch(cron_expression="0 15,16 * * *"))
+        update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(cron_expression="0 15,16 * * *"))
 
     before_first_call(env, "StartExecution", reschedule)
     report = dispatcher(env).tick()
@@ -213,7 +213,7 @@ def test_a_reschedule_between_claim_and_start_supersedes_the_claimed_run(env: Di
 def test_a_delete_between_claim_and_start_leaves_the_trigger_deleted(env: DispatchEnv) -> None:
     trigger_id = create(env, cron_expression="0 15 * * *")
     env.clock.set(START - timedelta(seconds=90))
-    before_first_call(env, "StartExecution", lambda: delete_trigger(env.runtime, EDITOR, PATH, trigger_id))
+    before_first_call(env, "StartExecution", lambda: delete_trigger(env.deps, EDITOR, PATH, trigger_id))
 
     report = dispatcher(env).tick()
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sundial.dispatch_store import Advance, Claim, DispatchStore, DueRow, DynamoDispatchStore, ShardMarker, due_row
 from sundial.domain.instants import format_instant
-from sundial.storage import TriggerRecord, trigger_pk
+from sundial.store.dispatch import Advance, Claim, DispatchStore, DueRow, DynamoDispatchStore, ShardMarker, due_row
+from sundial.store.records import TriggerRecord, trigger_pk
 
 from bench.dispatch_bench import Item, ModelClock, ModelStore
 from tests.conftest import START, FakeClock

@@ -14,15 +14,14 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from sundial import invocation_api, invocations, runner
-from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome
+from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
 from sundial.contracts.api import TriggerCreate, TriggerPatch
 from sundial.contracts.execution import ExecutionInput
-from sundial.dispatch import RESHARD_QUIET
+from sundial.deps import SFN_CLIENT_CONFIG, Deps, _default_sfn_client
 from sundial.domain.retry_policy import UNFINISHED_RETENTION, longest_run
-from sundial.runtime import SFN_CLIENT_CONFIG, Runtime, _default_sfn_client
-from sundial.storage import InvocationRecord, ShardMarkerRecord, TriggerRecord, due_shard_for
-from sundial.triggers import (
+from sundial.services import invocations, runner
+from sundial.services.dispatcher import RESHARD_QUIET
+from sundial.services.triggers import (
     agent_upcoming_runs,
     create_trigger,
     delete_trigger,
@@ -30,6 +29,8 @@ from sundial.triggers import (
     list_triggers,
     update_trigger,
 )
+from sundial.store import invocations as invocation_store
+from sundial.store.records import InvocationRecord, ShardMarkerRecord, TriggerRecord, due_shard_for
 
 from tests.conftest import REGION, START, FakeClock, make_settings
 from tests.dispatch_support import (
@@ -89,16 +90,16 @@ def run_steps(env: DispatchEnv, agent: RecordingAgent, run: ExecutionInput, *, p
     if prepare_at is not None:
         env.clock.set(START + timedelta(seconds=prepare_at))
     arn = f"{env.state_machine_arn.replace(':stateMachine:', ':execution:')}:{run.idempotency_key}"
-    state = runner.prepare(env.runtime, runner.PrepareEvent(input=run, execution_arn=arn))
+    state = runner.prepare(env.deps, runner.PrepareEvent(input=run, execution_arn=arn))
     env.clock.set(now)
-    while (state := runner.attempt(env.runtime, agent, state)).outcome == "retry":
+    while (state := runner.attempt(env.deps, agent, state)).outcome == "retry":
         pass
-    record = invocations.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
+    record = invocation_store.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
     return str(record.status)
 
 
 def recreate(env: DispatchEnv, trigger_id: str, **fields: Any) -> None:
-    delete_trigger(env.runtime, EDITOR, PATH, trigger_id)
+    delete_trigger(env.deps, EDITOR, PATH, trigger_id)
     create(env, id=trigger_id, **fields)
 
 
@@ -154,21 +155,21 @@ def test_a_recreated_trigger_shows_nothing_of_its_predecessor(env: DispatchEnv, 
 
     recreate(env, "daily", cron_expression="0 15 * * *")
 
-    query = invocation_api.InvocationQuery(status=None, from_=None, to=None, limit=50, cursor=None)
-    assert invocation_api.list_invocations(EDITOR, PATH, "daily", query).data == []
+    query = invocations.InvocationQuery(status=None, from_=None, to=None, limit=50, cursor=None)
+    assert invocations.list_invocations(EDITOR, PATH, "daily", query).data == []
     with pytest.raises(Exception, match="not found"):
-        invocation_api.get_invocation(EDITOR, PATH, "daily", old.invocation_id)
-    shown = get_trigger(env.runtime, EDITOR, PATH, "daily")
+        invocations.get_invocation(EDITOR, PATH, "daily", old.invocation_id)
+    shown = get_trigger(env.deps, EDITOR, PATH, "daily")
     assert (shown.last_run_at, shown.last_run_status) == (None, None)
 
 
 def test_a_run_now_idempotency_key_does_not_reach_across_incarnations(env: DispatchEnv) -> None:
     create(env, id="daily", cron_expression="0 15 * * *")
-    first = invocation_api.run_now(env.runtime, EDITOR, PATH, "daily", "key-1")
-    assert invocation_api.run_now(env.runtime, EDITOR, PATH, "daily", "key-1") == first
+    first = invocations.run_now(env.deps, EDITOR, PATH, "daily", "key-1")
+    assert invocations.run_now(env.deps, EDITOR, PATH, "daily", "key-1") == first
 
     recreate(env, "daily", cron_expression="0 15 * * *")
-    second = invocation_api.run_now(env.runtime, EDITOR, PATH, "daily", "key-1")
+    second = invocations.run_now(env.deps, EDITOR, PATH, "daily", "key-1")
 
     assert second.invocation_id != first.invocation_id
     assert second.execution_arn != first.execution_arn
@@ -232,19 +233,19 @@ def test_runs_resumed_after_an_outage_run_only_the_latest_missed_occurrence(
 # --- 3. changing the shard count strands nothing ----------------------------------------------
 
 
-def _runtime_with_shards(env: DispatchEnv, shard_count: int) -> Runtime:
+def _deps_with_shards(env: DispatchEnv, shard_count: int) -> Deps:
     settings = make_settings(env.state_machine_arn, DUE_SHARD_COUNT=shard_count, DISPATCH_CONCURRENCY=4)
-    return Runtime(settings, clock=env.clock, sfn_factory=lambda: env.sfn)
+    return Deps(settings, clock=env.clock, sfn_factory=lambda: env.sfn)
 
 
-def _tick_with(env: DispatchEnv, runtime: Runtime, seconds_from_start: float) -> None:
+def _tick_with(env: DispatchEnv, deps: Deps, seconds_from_start: float) -> None:
     env.clock.set(START + timedelta(seconds=seconds_from_start))
-    dispatcher(env, runtime=runtime).tick()
+    dispatcher(env, deps=deps).tick()
 
 
 @pytest.mark.parametrize(("before", "after"), [(16, 2), (2, 16), (16, 1)])
 def test_changing_the_shard_count_strands_no_trigger(env: DispatchEnv, before: int, after: int) -> None:
-    old, new = _runtime_with_shards(env, before), _runtime_with_shards(env, after)
+    old, new = _deps_with_shards(env, before), _deps_with_shards(env, after)
     soon = [create_trigger(old, EDITOR, PATH, _daily(f"soon-{n}", "0 15 * * *")).id for n in range(12)]
     later = [create_trigger(old, EDITOR, PATH, _daily(f"later-{n}", "0 15 27 11 *")).id for n in range(12)]
     _tick_with(env, old, -600)  # an old-count tick leaves its marker
@@ -270,7 +271,7 @@ def test_changing_the_shard_count_strands_no_trigger(env: DispatchEnv, before: i
 
 def test_a_row_the_api_wrote_under_a_count_no_dispatcher_used_is_still_read(env: DispatchEnv) -> None:
     """Raised to 8 and rolled back to 2 before any tick ran with 8: the API's rows in shards 2-7 are read."""
-    wide, narrow = _runtime_with_shards(env, 8), _runtime_with_shards(env, 2)
+    wide, narrow = _deps_with_shards(env, 8), _deps_with_shards(env, 2)
     written = [create_trigger(wide, EDITOR, PATH, _daily(f"w-{n}", "0 15 * * *")).id for n in range(12)]
     assert any(int(stored(trigger_id).due_shard) >= 2 for trigger_id in written)
 
@@ -297,7 +298,7 @@ def test_skip_counts_a_run_now_accepted_in_the_same_second_as_unfinished(
     tick_at(env, -120)
     [occurrence] = started(env, trigger_id)
     env.clock.set(START)
-    invocation_api.run_now(env.runtime, EDITOR, PATH, trigger_id, None)  # pending: its execution not yet begun
+    invocations.run_now(env.deps, EDITOR, PATH, trigger_id, None)  # pending: its execution not yet begun
 
     assert run_steps(env, agent, occurrence, prepare_at=-119) == "skipped"
     assert agent.calls == []
@@ -309,7 +310,7 @@ def test_skip_reads_unfinished_runs_without_any_index(env: DispatchEnv, agent: R
     tick_at(env, -120)
     [occurrence] = started(env, trigger_id)
     env.clock.set(START)
-    invocation_api.run_now(env.runtime, EDITOR, PATH, trigger_id, None)
+    invocations.run_now(env.deps, EDITOR, PATH, trigger_id, None)
     queries: list[str] = []
 
     def no_index(model: Any, params: dict[str, Any], **_: Any) -> None:
@@ -320,7 +321,7 @@ def test_skip_reads_unfinished_runs_without_any_index(env: DispatchEnv, agent: R
     client.meta.events.register("before-call.dynamodb.Query", no_index)
     try:
         assert run_steps(env, agent, occurrence, prepare_at=-119) == "skipped"
-        delete_trigger(env.runtime, EDITOR, PATH, trigger_id)
+        delete_trigger(env.deps, EDITOR, PATH, trigger_id)
     finally:
         client.meta.events.unregister("before-call.dynamodb.Query", no_index)
     assert queries == []
@@ -379,15 +380,15 @@ def test_next_run_at_shows_the_claimed_occurrence_while_it_waits(env: DispatchEn
     tick_at(env, -120)  # 14:58: claimed and started; the row's next_run_at is already tomorrow
     assert stored("daily").next_run_at == START + timedelta(days=1)
 
-    shown = get_trigger(env.runtime, EDITOR, PATH, "daily")
+    shown = get_trigger(env.deps, EDITOR, PATH, "daily")
     assert shown.next_run_at == START
     assert shown.upcoming_runs[:2] == [START, START + timedelta(days=1)]
     assert shown.schedule_description
-    assert agent_upcoming_runs(env.runtime, EDITOR, PATH, 1).data[0].scheduled_for == START
-    assert list_triggers(env.runtime, EDITOR, "acme", "website", "reporter", 10, None).data[0].next_run_at == START
+    assert agent_upcoming_runs(env.deps, EDITOR, PATH, 1).data[0].scheduled_for == START
+    assert list_triggers(env.deps, EDITOR, "acme", "website", "reporter", 10, None).data[0].next_run_at == START
 
     env.clock.set(START + timedelta(seconds=1))
-    assert get_trigger(env.runtime, EDITOR, PATH, "daily").next_run_at == START + timedelta(days=1)
+    assert get_trigger(env.deps, EDITOR, PATH, "daily").next_run_at == START + timedelta(days=1)
 
 
 # --- 13. retention never ends a record while its run may go on ----------------------------------
@@ -399,15 +400,15 @@ def test_no_invocation_expires_while_its_run_may_still_go_on(clock: FakeClock) -
         trigger_id = create(env, cron_expression="0 15 * * *", max_retries=10, retry_delay_seconds=3600)
         tick_at(env, -120)
         [run] = started(env, trigger_id)
-        runner.prepare(env.runtime, runner.PrepareEvent(input=run, execution_arn="arn:x"))
-        record = invocations.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
+        runner.prepare(env.deps, runner.PrepareEvent(input=run, execution_arn="arn:x"))
+        record = invocation_store.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
 
         assert longest_run() < UNFINISHED_RETENTION
         assert record.expires_at is not None
         assert record.expires_at >= record.created_at + longest_run()
 
         env.clock.set(START + longest_run())
-        assert invocations.finish(env.runtime, record, "failed", "gave up")
+        assert invocation_store.finish(env.deps, record, "failed", "gave up")
         record.refresh()
         assert record.expires_at == START + longest_run() + timedelta(days=1)
 
@@ -420,9 +421,7 @@ def test_an_edit_after_an_occurrences_instant_does_not_cancel_it(env: DispatchEn
     tick_at(env, -120)
     [claimed] = started(env, trigger_id)
     env.clock.set(START + timedelta(seconds=1))  # the instant passed; the Attempt has not come yet
-    update_trigger(
-        env.runtime, EDITOR, PATH, trigger_id, TriggerPatch.model_validate({"cronExpression": "30 15 * * *"})
-    )
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch.model_validate({"cronExpression": "30 15 * * *"}))
     assert stored(trigger_id).next_run_at == START + timedelta(minutes=30)
 
     env.clock.set(START + timedelta(seconds=2))
@@ -435,9 +434,7 @@ def test_an_edit_before_an_occurrences_instant_supersedes_it(env: DispatchEnv, a
     tick_at(env, -120)
     [claimed] = started(env, trigger_id)
     env.clock.set(START - timedelta(seconds=30))
-    update_trigger(
-        env.runtime, EDITOR, PATH, trigger_id, TriggerPatch.model_validate({"cronExpression": "30 15 * * *"})
-    )
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch.model_validate({"cronExpression": "30 15 * * *"}))
 
     env.clock.set(START)
     assert run_steps(env, agent, claimed, prepare_at=-119) == "cancelled"

@@ -12,10 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sundial import invocation_api, runner
-from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome
+from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
 from sundial.contracts.execution import ExecutionInput
-from sundial.runtime import Runtime
+from sundial.deps import Deps
+from sundial.services import invocations, runner
 
 from tests.conftest import START, FakeClock, make_settings
 from tests.dispatch_support import EDITOR, PATH, DispatchEnv, create, dispatch_env, dispatcher, executions
@@ -59,14 +59,14 @@ def test_the_dispatcher_is_granted_exactly_what_it_uses(env: DispatchEnv, transf
     """A first tick (raises the shard marker), claims and starts, then a tick that re-shards after a lowered count."""
     for number in range(6):
         create(env, id=f"t{number}", cron_expression="0 15 * * *" if number % 2 else "0 15 27 11 *")
-    smaller = Runtime(
+    smaller = Deps(
         make_settings(env.state_machine_arn, DUE_SHARD_COUNT=1), clock=env.clock, sfn_factory=lambda: env.sfn
     )
     with recorded_aws_calls(tables(env), env.state_machine_arn) as calls:
         env.clock.set(START - timedelta(seconds=120))
         dispatcher(env).tick()
-        dispatcher(env, runtime=smaller).tick()
-        dispatcher(env, runtime=smaller).tick()
+        dispatcher(env, deps=smaller).tick()
+        dispatcher(env, deps=smaller).tick()
     assert executions(env)
     assert_granted_exactly(transformed, "DispatchFunctionRole", calls)
 
@@ -84,24 +84,24 @@ def test_each_runner_step_is_granted_exactly_what_it_uses(env: DispatchEnv, tran
     run = _scheduled_run(env)
     event = runner.PrepareEvent(input=run, execution_arn=f"arn:aws:states:::execution:runner:{run.idempotency_key}")
     with recorded_aws_calls(tables(env), env.state_machine_arn) as prepare_calls:
-        state = runner.prepare(env.runtime, event)
-        assert runner.prepare(env.runtime, event) == state  # a retried Task finds the record it made
+        state = runner.prepare(env.deps, event)
+        assert runner.prepare(env.deps, event) == state  # a retried Task finds the record it made
     assert_granted_exactly(transformed, "RunnerPrepareFunctionRole", prepare_calls)
 
     env.clock.set(START)
-    accepted = invocation_api.run_now(env.runtime, EDITOR, PATH, "daily", None)
-    manual = invocation_api.execution_input(
-        runner.invocations.load("acme", "daily", run.incarnation, accepted.invocation_id)
+    accepted = invocations.run_now(env.deps, EDITOR, PATH, "daily", None)
+    manual = invocations.execution_input(
+        runner.invocation_store.load("acme", "daily", run.incarnation, accepted.invocation_id)
     )
     with recorded_aws_calls(tables(env), env.state_machine_arn) as attempt_calls:
-        assert runner.attempt(env.runtime, SucceedingAgent(), state).outcome == "skipped"
+        assert runner.attempt(env.deps, SucceedingAgent(), state).outcome == "skipped"
         manual_state = runner.RunState(**manual.model_dump())
-        assert runner.attempt(env.runtime, SucceedingAgent(), manual_state).outcome == "completed"
+        assert runner.attempt(env.deps, SucceedingAgent(), manual_state).outcome == "completed"
     token = frozenset({("secretsmanager:GetSecretValue", "AgentRunTokenSecretArn")})  # the agent here needs none
     assert_granted_exactly(transformed, "RunnerAttemptFunctionRole", attempt_calls, unexercised=token)
 
     broken = runner.RunState(**run.model_dump(), failure={"Error": "Lambda.Unknown", "Cause": "out of memory"})
     broken = broken.model_copy(update={"invocation_id": "20261126T150000Z-00000000000000000000"})
     with recorded_aws_calls(tables(env), env.state_machine_arn) as finalize_calls:
-        assert runner.finalize(env.runtime, broken).outcome == "failed"
+        assert runner.finalize(env.deps, broken).outcome == "failed"
     assert_granted_exactly(transformed, "RunnerFinalizeFunctionRole", finalize_calls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+PACKAGE = ROOT / "layers" / "sundial" / "sundial"
 
 
 def lint_imports(package_root: Path) -> subprocess.CompletedProcess[str]:
@@ -36,8 +38,12 @@ def test_the_package_keeps_its_layering_rules() -> None:
     ("module", "violation"),
     [
         pytest.param("domain/schedule.py", "import pynamodb", id="domain-imports-pynamodb"),
-        pytest.param("domain/missed_runs.py", "from sundial import storage", id="domain-imports-the-store"),
+        pytest.param("domain/missed_runs.py", "from sundial.store import records", id="domain-imports-the-store"),
         pytest.param("contracts/execution.py", "import boto3", id="contract-imports-a-client"),
+        pytest.param("services/runner.py", "from pynamodb.models import Model", id="service-imports-pynamodb"),
+        pytest.param("services/triggers.py", "import boto3", id="service-creates-a-client"),
+        pytest.param("store/triggers.py", "from sundial.services import runner", id="store-imports-a-service"),
+        pytest.param("adapters/aws_retry.py", "from sundial.store import records", id="adapter-reaches-a-table"),
     ],
 )
 def test_a_broken_rule_fails_the_check(tmp_path: Path, module: str, violation: str) -> None:
@@ -50,3 +56,45 @@ def test_a_broken_rule_fails_the_check(tmp_path: Path, module: str, violation: s
 
     assert checked.returncode != 0
     assert "BROKEN" in checked.stdout, checked.stdout
+
+
+# What only a store may do with a record: reach DynamoDB through the model class or an instance.
+RECORD_IO_METHODS = frozenset({"save", "refresh", "delete", "query", "scan", "batch_get", "batch_write"})
+
+
+def record_io(source: str) -> list[str]:
+    """Where code touches DynamoDB through pynamodb records: `SomethingRecord.<anything>`, or an I/O method.
+
+    Services may build and read records (they are the stores' data), but every read and write of a
+    table goes through a store function, so a service can be tested, and later run, on another store.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id.endswith("Record"):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            receiver = node.func.value
+            if isinstance(receiver, ast.Name) and receiver.id.endswith("_store"):
+                continue  # a store function, e.g. trigger_store.delete(record)
+            method = node.func.attr
+            if method in RECORD_IO_METHODS or (method == "update" and any(k.arg == "actions" for k in node.keywords)):
+                found.append(f"line {node.lineno}: .{method}(...)")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted((PACKAGE / "services").glob("*.py")), ids=lambda path: path.name)
+def test_services_reach_tables_only_through_a_store(module: Path) -> None:
+    assert record_io(module.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    "violation",
+    [
+        "TriggerRecord.get('pk', consistent_read=True)",
+        "record.update(actions=[TriggerRecord.enabled.set(False)])",
+        "record.refresh(consistent_read=True)",
+    ],
+)
+def test_the_record_check_sees_a_service_touching_a_table(violation: str) -> None:
+    source = (PACKAGE / "services" / "runner.py").read_text() + f"\n\ndef _deliberate(record):\n    {violation}\n"
+    assert record_io(source) != []

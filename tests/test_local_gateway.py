@@ -107,7 +107,7 @@ def test_the_openapi_route_is_public_and_binary_bodies_are_base64() -> None:
 def test_the_api_function_accepts_what_the_gateway_builds(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     import api_handler
 
-    monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+    monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
     token = issue_token(SECRET, tenant="acme", sub="alice", roles=["editor"], now=time.time())
 
     def send(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -249,7 +249,7 @@ def api_gateway(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiGa
     """The gateway in front of the real API function (one module-level resolver, as in the local stack)."""
     import api_handler
 
-    monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+    monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
 
     def integration(event: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = api_handler.lambda_handler(event, lambda_context())

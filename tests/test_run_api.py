@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
-from sundial import invocation_api, invocations
+from sundial.contracts.api import AgentPath
 from sundial.domain.auth import Principal
 from sundial.domain.errors import ServiceUnavailableError
-from sundial.storage import invocation_partition
-from sundial.triggers import AgentPath
+from sundial.services import invocations
+from sundial.store import invocations as invocation_store
+from sundial.store.records import invocation_partition
 
 from tests.api_support import incarnation_of
 from tests.conftest import BASE, ApiClient, Stack, token_claims
@@ -110,7 +111,7 @@ def test_cancel_marks_cancelled_and_stops_the_execution(harness: Harness, api: A
     cancels: list[Any] = []
 
     def cancel_while_waiting(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
+        [record] = invocation_store.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
         cancels.append(api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/cancel"))
 
     harness.waits.hooks["WaitUntilScheduled"] = cancel_while_waiting
@@ -156,7 +157,7 @@ def test_rerun_of_an_unfinished_invocation_is_a_conflict(harness: Harness, api: 
     answers: list[Any] = []
 
     def rerun_while_pending(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
+        [record] = invocation_store.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
         answers.append(api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/rerun"))
 
     harness.waits.hooks["WaitUntilScheduled"] = rerun_while_pending
@@ -186,12 +187,14 @@ def test_a_run_that_cannot_start_is_not_left_pending(stack: Stack, api: ApiClien
     stack.sfn.start_execution = refuse
     principal = Principal.from_claims(token_claims(), "tenant_id", "roles")
     with pytest.raises(ServiceUnavailableError):
-        invocation_api.run_now(stack.runtime, principal, AgentPath("acme", "website", "reporter"), trigger_id, None)
+        invocations.run_now(stack.deps, principal, AgentPath("acme", "website", "reporter"), trigger_id, None)
 
     partition = invocation_partition("acme", trigger_id, incarnation_of(trigger_id))
-    [record] = [row for row in invocations.InvocationRecord.query(partition) if not row.invocation_id.startswith("#")]
+    [record] = [
+        row for row in invocation_store.InvocationRecord.query(partition) if not row.invocation_id.startswith("#")
+    ]
     assert (record.status, record.error) == ("failed", "the run could not be started")
-    assert invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id)) == []
+    assert invocation_store.open_invocations("acme", trigger_id, incarnation_of(trigger_id)) == []
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,11 @@ import pytest
 import runner_handler
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core.exceptions import JsonRESTError
-from sundial import invocations, runner
-from sundial.agent_client import AgentRequest, AgentResult
+from sundial.adapters.agent_http import AgentRequest, AgentResult
 from sundial.domain import naming, retry_policy
-from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
+from sundial.services import cancellation, runner
+from sundial.store import invocations as invocation_store
+from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.template import ASL_PATH, resource
 from tests.api_support import incarnation_of, registered_open
@@ -254,8 +255,8 @@ def test_cancel_is_noticed_before_the_next_attempt(harness: Harness, api: ApiCli
     harness.agent.then(Reply(503))
 
     def cancel_record_only(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
-        assert invocations.finish(harness.stack.runtime, record, "cancelled", "cancelled by request")
+        [record] = invocation_store.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
+        assert invocation_store.finish(harness.stack.deps, record, "cancelled", "cancelled by request")
 
     harness.waits.hooks["Backoff"] = cancel_record_only
     run = harness.run_scheduled("acme", trigger["id"], AT)
@@ -275,8 +276,8 @@ def test_completed_or_failed_never_overwrites_cancelled(
     trigger = create(api, maxRetries=0)
 
     def cancel_during_call() -> None:
-        [record] = invocations.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
-        invocations.cancel(harness.stack.runtime, record, "cancelled by request")
+        [record] = invocation_store.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
+        cancellation.cancel(harness.stack.deps, record, "cancelled by request")
 
     reply.action = cancel_during_call
     harness.agent.then(reply)
@@ -504,7 +505,7 @@ def test_run_now_of_a_one_time_trigger_leaves_its_occurrence_scheduled(harness: 
 
 def cancel_while_waiting(harness: Harness, api: ApiClient, trigger_id: str) -> None:
     def cancel(_execution_arn: str) -> None:
-        [record] = invocations.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
+        [record] = invocation_store.open_invocations("acme", trigger_id, incarnation_of(trigger_id))
         cancelled = api.request("POST", f"{BASE}/{trigger_id}/invocations/{record.invocation_id}/cancel")
         assert cancelled.status == 200, cancelled.body
 
@@ -563,8 +564,8 @@ def test_cascading_cancels_do_not_use_up_a_one_time_occurrence(harness: Harness,
 
     def cascade(_execution_arn: str) -> None:
         cancelled.append(
-            invocations.cancel_all_open(
-                harness.stack.runtime, TriggerRecord.get(trigger_pk("acme", trigger["id"])), "trigger deleted"
+            cancellation.cancel_all_open(
+                harness.stack.deps, TriggerRecord.get(trigger_pk("acme", trigger["id"])), "trigger deleted"
             )
         )
 
@@ -744,7 +745,7 @@ def test_the_execution_input_of_a_missing_invocation_is_recreated_by_finalize(st
         idempotency_key="s-x-v1-20261126T160000Z",
         failure={"Error": "Lambda.Unknown", "Cause": "out of memory"},
     )
-    out = runner.finalize(stack.runtime, state)
+    out = runner.finalize(stack.deps, state)
     assert out.outcome == "failed"
     record = InvocationRecord.get(invocation_partition("acme", trigger["id"], state.incarnation), state.invocation_id)
     assert (record.status, record.error) == ("failed", "Lambda.Unknown: out of memory")

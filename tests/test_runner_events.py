@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import runner_handler
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from sundial.agent_client import AgentClient
-from sundial.storage import InvocationRecord, invocation_partition
+from sundial.adapters.agent_http import AgentClient
+from sundial.store.records import InvocationRecord, invocation_partition
 
 from sundial_local.invoke import adopt_sample_incarnation
 from tests.conftest import BASE, EVENTS, ApiClient, Stack, lambda_context
@@ -35,7 +35,7 @@ def agent(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> Any:
     assert api.request("POST", BASE, body).status == 201
     adopt_sample_incarnation(stack.dynamodb, stack.settings.triggers_table)
     stack.clock.set(SCHEDULED_FOR)
-    monkeypatch.setattr(runner_handler, "runtime", lambda: stack.runtime)
+    monkeypatch.setattr(runner_handler, "deps", lambda: stack.deps)
     with AgentServer() as server:
         client = AgentClient(server.url, lambda: TEST_TOKEN)
         monkeypatch.setattr(runner_handler, "agent", lambda: client)

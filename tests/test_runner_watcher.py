@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import runner_handler
-from sundial import runner
-from sundial.storage import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
+from sundial.services import runner
+from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.invoke import adopt_sample_incarnation
 from sundial_local.template import resource
@@ -206,7 +206,7 @@ def sample_trigger(stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch
     body = json.loads(json.loads((EVENTS / "api_create_trigger.json").read_text())["body"])
     assert api.request("POST", BASE, body).status == 201
     adopt_sample_incarnation(stack.dynamodb, stack.settings.triggers_table)
-    monkeypatch.setattr(runner_handler, "runtime", lambda: stack.runtime)
+    monkeypatch.setattr(runner_handler, "deps", lambda: stack.deps)
 
 
 def test_an_execution_stopped_before_prepare_still_leaves_a_record(sample_trigger: None, stack: Stack) -> None:
@@ -218,7 +218,7 @@ def test_an_execution_stopped_before_prepare_still_leaves_a_record(sample_trigge
     assert (record.status, record.error, record.kind) == ("cancelled", "execution stopped", "scheduled")
     assert record.execution_arn == event["detail"]["executionArn"]
     prepared = runner.prepare(
-        stack.runtime,
+        stack.deps,
         runner.PrepareEvent.model_validate(
             {"input": json.loads(event["detail"]["input"]), "executionArn": event["detail"]["executionArn"]}
         ),

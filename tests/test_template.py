@@ -15,7 +15,7 @@ from cfnlint.api import lint_file
 from pynamodb.indexes import Index
 from pynamodb.models import Model
 from sundial.settings import Settings
-from sundial.storage import DUE_INDEX_ATTRIBUTES, InvocationRecord, TriggerRecord
+from sundial.store.records import DUE_INDEX_ATTRIBUTES, InvocationRecord, TriggerRecord
 
 from sundial_local.template import load_template, resource
 from tests.api_support import DAILY, WarmAws
@@ -296,7 +296,7 @@ def test_api_function_is_granted_exactly_what_its_code_uses(
     """Every AWS call the API makes is recorded while every route runs, then compared with the role."""
     with WarmAws.start() as warm:
         stack = warm.fresh_stack()
-        monkeypatch.setattr(api_handler, "runtime", lambda: stack.runtime)
+        monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
         tables = {stack.settings.triggers_table: "TriggersTable", stack.settings.invocations_table: "InvocationsTable"}
         recording = recorded_aws_calls(tables, stack.settings.state_machine_arn)
         stack.clock.set(START)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from api_json import MAX_BODY_BYTES
-from api_request import PRINCIPAL, runtime_of
+from api_request import PRINCIPAL, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
@@ -37,7 +37,7 @@ def _body_size(router: BaseRouter) -> int:
 def admit(router: BaseRouter) -> Principal:
     """401, then 403 (tenant, then role by method), then 415 and 413 for a body; returns the caller."""
     event: APIGatewayProxyEventV2 = router.current_event  # type: ignore[assignment]  # the HTTP API's event
-    settings = runtime_of(router).settings
+    settings = deps_of(router).settings
     claims = event.request_context.authorizer.jwt_claim
     principal = Principal.from_claims(claims, settings.tenant_claim, settings.roles_claim)
     tenant = _path_tenant(event.path)

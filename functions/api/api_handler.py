@@ -17,13 +17,13 @@ import api_routes_invocations
 import api_routes_triggers
 from api_gate import gate
 from api_json import parse_json_body
-from api_request import RUNTIME
+from api_request import DEPS
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from sundial.deps import Deps
 from sundial.observability import entry_point, metrics
-from sundial.runtime import Runtime
 from sundial.settings import get_settings
 
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
@@ -35,8 +35,8 @@ api_errors.register(app)
 
 
 @lru_cache(maxsize=1)
-def runtime() -> Runtime:
-    return Runtime(get_settings())
+def deps() -> Deps:
+    return Deps(get_settings())
 
 
 @lru_cache(maxsize=1)
@@ -52,7 +52,7 @@ def openapi_document() -> Response[str]:
 
 @entry_point(correlation_paths.API_GATEWAY_HTTP)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    app.append_context(**{RUNTIME: runtime()})
+    app.append_context(**{DEPS: deps()})
     response = app.resolve(event, context)
     metrics.add_metric(name=f"Responses{str(response['statusCode'])[0]}xx", unit=MetricUnit.Count, value=1)
     return response

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from sundial.contracts.api import ID_PATTERN, ErrorResponse
-from sundial.pagination import MAX_PAGE_SIZE
+from sundial.store.pagination import MAX_PAGE_SIZE
 
 BASE = "/tenants/<tenant_id>/projects/<project_id>/agents/<agent_id>/scheduled-triggers"
 TITLE = "Sundial"
@@ -21,7 +21,7 @@ SCHEMA_REF_PREFIX = "#/components/schemas/"
 
 IdParam = Annotated[str, Path(pattern=ID_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
-Cursor = Annotated[str | None, Query(min_length=1, max_length=2048)]
+CursorParam = Annotated[str | None, Query(min_length=1, max_length=2048)]
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Malformed JSON, a body that is not an object, contradictory fields, or a bad cursor",

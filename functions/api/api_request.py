@@ -1,21 +1,21 @@
-"""What routes read from a request beyond their parameters: the admitted caller, the runtime, the path."""
+"""What routes read from a request beyond their parameters: the admitted caller, the deps, the path."""
 
 from __future__ import annotations
 
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from pydantic import BaseModel
-from sundial import triggers
+from sundial.deps import Deps
 from sundial.domain.auth import Principal
 from sundial.domain.errors import FieldProblem, ValidationFailedError
-from sundial.runtime import Runtime
+from sundial.services import triggers
 
 PRINCIPAL = "principal"
-RUNTIME = "runtime"
+DEPS = "deps"
 
 
-def runtime_of(router: BaseRouter) -> Runtime:
-    """The request's runtime, put in the resolver's context by the handler."""
-    found: Runtime = router.context[RUNTIME]
+def deps_of(router: BaseRouter) -> Deps:
+    """The request's deps, put in the resolver's context by the handler."""
+    found: Deps = router.context[DEPS]
     return found
 
 

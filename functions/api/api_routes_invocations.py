@@ -5,14 +5,14 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated
 
-from api_openapi import BASE, READ_ERRORS, Cursor, IdParam, Limit, responses
-from api_request import agent_path, caller, runtime_of
+from api_openapi import BASE, READ_ERRORS, CursorParam, IdParam, Limit, responses
+from api_request import agent_path, caller, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from sundial import invocation_api
 from sundial.contracts.api import Invocation, InvocationPage, InvocationStatus, RunAccepted
-from sundial.pagination import DEFAULT_PAGE_SIZE
+from sundial.services import invocations
+from sundial.store.pagination import DEFAULT_PAGE_SIZE
 
 router = APIGatewayHttpRouter()
 TRIGGER = f"{BASE}/<trigger_id>"
@@ -34,7 +34,7 @@ def run_now(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=256)] = None,
 ) -> Response[RunAccepted]:
     path = agent_path(tenant_id, project_id, agent_id)
-    accepted = invocation_api.run_now(runtime_of(router), caller(router), path, trigger_id, idempotency_key)
+    accepted = invocations.run_now(deps_of(router), caller(router), path, trigger_id, idempotency_key)
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)
 
 
@@ -53,12 +53,10 @@ def list_invocations(
     from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     to: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: Cursor = None,
+    cursor: CursorParam = None,
 ) -> InvocationPage:
-    query = invocation_api.InvocationQuery(status=status, from_=from_, to=to, limit=limit, cursor=cursor)
-    return invocation_api.list_invocations(
-        caller(router), agent_path(tenant_id, project_id, agent_id), trigger_id, query
-    )
+    query = invocations.InvocationQuery(status=status, from_=from_, to=to, limit=limit, cursor=cursor)
+    return invocations.list_invocations(caller(router), agent_path(tenant_id, project_id, agent_id), trigger_id, query)
 
 
 @router.get(
@@ -71,7 +69,7 @@ def get_invocation(
     tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam
 ) -> Invocation:
     path = agent_path(tenant_id, project_id, agent_id)
-    return invocation_api.get_invocation(caller(router), path, trigger_id, invocation_id)
+    return invocations.get_invocation(caller(router), path, trigger_id, invocation_id)
 
 
 @router.post(
@@ -84,7 +82,7 @@ def cancel_invocation(
     tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam
 ) -> Invocation:
     path = agent_path(tenant_id, project_id, agent_id)
-    return invocation_api.cancel_invocation(runtime_of(router), caller(router), path, trigger_id, invocation_id)
+    return invocations.cancel_invocation(deps_of(router), caller(router), path, trigger_id, invocation_id)
 
 
 @router.post(
@@ -98,5 +96,5 @@ def rerun_invocation(
     tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, invocation_id: IdParam
 ) -> Response[RunAccepted]:
     path = agent_path(tenant_id, project_id, agent_id)
-    accepted = invocation_api.rerun(runtime_of(router), caller(router), path, trigger_id, invocation_id)
+    accepted = invocations.rerun(deps_of(router), caller(router), path, trigger_id, invocation_id)
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated
 
-from api_openapi import BASE, BODY_ERRORS, READ_ERRORS, Cursor, IdParam, Limit, responses
-from api_request import agent_path, caller, camel_case_only, runtime_of
+from api_openapi import BASE, BODY_ERRORS, READ_ERRORS, CursorParam, IdParam, Limit, responses
+from api_request import agent_path, caller, camel_case_only, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from sundial import triggers
 from sundial.contracts.api import (
     SchedulePreview,
     SchedulePreviewRequest,
@@ -21,7 +20,8 @@ from sundial.contracts.api import (
     TriggerPatch,
     UpcomingRuns,
 )
-from sundial.pagination import DEFAULT_PAGE_SIZE
+from sundial.services import triggers
+from sundial.store.pagination import DEFAULT_PAGE_SIZE
 
 router = APIGatewayHttpRouter()
 
@@ -38,7 +38,7 @@ def create_trigger(
 ) -> Response[Trigger]:
     camel_case_only(TriggerCreate)
     path = agent_path(tenant_id, project_id, agent_id)
-    created = triggers.create_trigger(runtime_of(router), caller(router), path, body)
+    created = triggers.create_trigger(deps_of(router), caller(router), path, body)
     return Response(HTTPStatus.CREATED, content_types.APPLICATION_JSON, created)
 
 
@@ -53,9 +53,9 @@ def list_agent_triggers(
     project_id: IdParam,
     agent_id: IdParam,
     limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: Cursor = None,
+    cursor: CursorParam = None,
 ) -> TriggerPage:
-    return triggers.list_triggers(runtime_of(router), caller(router), tenant_id, project_id, agent_id, limit, cursor)
+    return triggers.list_triggers(deps_of(router), caller(router), tenant_id, project_id, agent_id, limit, cursor)
 
 
 @router.get(
@@ -65,9 +65,9 @@ def list_agent_triggers(
     responses=responses(200, "One page of the project's triggers, by agent then id", 400, *READ_ERRORS),
 )
 def list_project_triggers(
-    tenant_id: IdParam, project_id: IdParam, limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None
+    tenant_id: IdParam, project_id: IdParam, limit: Limit = DEFAULT_PAGE_SIZE, cursor: CursorParam = None
 ) -> TriggerPage:
-    return triggers.list_triggers(runtime_of(router), caller(router), tenant_id, project_id, None, limit, cursor)
+    return triggers.list_triggers(deps_of(router), caller(router), tenant_id, project_id, None, limit, cursor)
 
 
 @router.get(
@@ -83,7 +83,7 @@ def upcoming_runs(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> UpcomingRuns:
     path = agent_path(tenant_id, project_id, agent_id)
-    return triggers.agent_upcoming_runs(runtime_of(router), caller(router), path, limit)
+    return triggers.agent_upcoming_runs(deps_of(router), caller(router), path, limit)
 
 
 @router.get(
@@ -94,7 +94,7 @@ def upcoming_runs(
 )
 def get_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam) -> TriggerDetail:
     path = agent_path(tenant_id, project_id, agent_id)
-    return triggers.get_trigger(runtime_of(router), caller(router), path, trigger_id)
+    return triggers.get_trigger(deps_of(router), caller(router), path, trigger_id)
 
 
 @router.patch(
@@ -112,7 +112,7 @@ def update_trigger(
 ) -> Trigger:
     camel_case_only(TriggerPatch)
     path = agent_path(tenant_id, project_id, agent_id)
-    return triggers.update_trigger(runtime_of(router), caller(router), path, trigger_id, body)
+    return triggers.update_trigger(deps_of(router), caller(router), path, trigger_id, body)
 
 
 @router.delete(
@@ -124,7 +124,7 @@ def update_trigger(
 )
 def delete_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam) -> Response[None]:
     path = agent_path(tenant_id, project_id, agent_id)
-    triggers.delete_trigger(runtime_of(router), caller(router), path, trigger_id)
+    triggers.delete_trigger(deps_of(router), caller(router), path, trigger_id)
     return Response(HTTPStatus.NO_CONTENT)
 
 
@@ -136,4 +136,4 @@ def delete_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, t
 )
 def schedule_preview(body: Annotated[SchedulePreviewRequest, Body()]) -> SchedulePreview:
     camel_case_only(SchedulePreviewRequest)
-    return triggers.preview_schedule(runtime_of(router), body)
+    return triggers.preview_schedule(deps_of(router), body)

@@ -12,11 +12,11 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
-from sundial.dispatch import Dispatcher, TickReport
+from sundial.deps import Deps
 from sundial.observability import entry_point, logger, metrics
-from sundial.runtime import Runtime
+from sundial.services.dispatcher import Dispatcher, TickReport
 from sundial.settings import Settings, get_settings
-from sundial.storage import TriggerRecord
+from sundial.store.records import TriggerRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -43,12 +43,12 @@ def _pool_size(settings: Settings) -> int:
 def dispatcher() -> Dispatcher:
     settings = get_settings()
     meta: Any = TriggerRecord.Meta
-    meta.max_pool_connections = _pool_size(settings)  # read when the Runtime binds the tables
+    meta.max_pool_connections = _pool_size(settings)  # read when Deps binds the tables
 
     def sfn_client() -> SFNClient:
         return boto3.client("stepfunctions", config=Config(max_pool_connections=_pool_size(settings)))
 
-    return Dispatcher(Runtime(settings, sfn_factory=sfn_client))
+    return Dispatcher(Deps(settings, sfn_factory=sfn_client))
 
 
 def emit_metrics(report: TickReport) -> None:

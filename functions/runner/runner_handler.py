@@ -1,6 +1,6 @@
 """Runner Lambdas: the Prepare, Attempt and Finalize Tasks of statemachine/runner.asl.json, and the watcher.
 
-Each Task handler parses the state it is given, runs one step of `sundial.runner` and returns the
+Each Task handler parses the state it is given, runs one step of `sundial.services.runner` and returns the
 whole next state (the Task's OutputPath is `$.Payload`). An exception here fails the Task: the state
 machine retries it, then its Catch sends the run to Finalize, which records it as failed.
 
@@ -18,10 +18,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from sundial import runner
-from sundial.agent_client import AgentClient, agent_client_for
+from sundial.adapters.agent_http import AgentClient
+from sundial.deps import Deps
 from sundial.observability import entry_point, metrics
-from sundial.runtime import Runtime
+from sundial.services import runner
 from sundial.settings import get_settings
 
 # Metric counted for each outcome an Attempt step routes on.
@@ -41,14 +41,14 @@ class ExecutionStatusChange(EventBridgeModel):
 
 
 @lru_cache(maxsize=1)
-def runtime() -> Runtime:
-    return Runtime(get_settings())
+def deps() -> Deps:
+    return Deps(get_settings())
 
 
 @lru_cache(maxsize=1)
 def agent() -> AgentClient:
     """One client (connection pool, cached token) per process."""
-    return agent_client_for(runtime())
+    return deps().agent_client()
 
 
 def _count(name: str, value: int = 1) -> None:
@@ -57,21 +57,21 @@ def _count(name: str, value: int = 1) -> None:
 
 @entry_point(correlation_id_path="input.invocationId")
 def prepare_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
-    state = runner.prepare(runtime(), runner.PrepareEvent.model_validate(event))
+    state = runner.prepare(deps(), runner.PrepareEvent.model_validate(event))
     _count("RunsStarted")
     return state.to_event()
 
 
 @entry_point(correlation_id_path="invocationId")
 def attempt_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
-    state = runner.attempt(runtime(), agent(), runner.RunState.model_validate(event))
+    state = runner.attempt(deps(), agent(), runner.RunState.model_validate(event))
     _count(METRIC_BY_OUTCOME[state.outcome])
     return state.to_event()
 
 
 @entry_point(correlation_id_path="invocationId")
 def finalize_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
-    state = runner.finalize(runtime(), runner.RunState.model_validate(event))
+    state = runner.finalize(deps(), runner.RunState.model_validate(event))
     _count("RunsBroken")
     return state.to_event()
 
@@ -79,7 +79,7 @@ def finalize_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str
 @entry_point(correlation_id_path="powertools_json(detail.input).invocationId")
 def execution_ended_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
     ended = parse(event=event, model=ExecutionStatusChange).detail
-    closed = runner.close_ended_execution(runtime(), ended)
+    closed = runner.close_ended_execution(deps(), ended)
     # Every delivery reports, zero included, so an alarm on runs left open sees a steady series.
     _count("RunsClosedByWatcher", int(closed.closed))
     return closed.to_event()

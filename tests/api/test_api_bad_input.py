@@ -11,9 +11,9 @@ from typing import Any
 
 import api_handler
 import pytest
-from sundial import triggers
 from sundial.contracts.api import TriggerCreate
 from sundial.domain.auth import Principal
+from sundial.services import triggers
 
 from tests.api_support import PROJECT_BASE, assert_error, scan, seed_invocation, trigger_path
 from tests.conftest import BASE, EVENTS, START, ApiClient, ApiResponse, Stack, lambda_context
@@ -319,7 +319,7 @@ CASES: dict[str, Bad] = {
 def pending(stack: Stack) -> str:
     """Trigger t1 with a pending invocation; returns the invocation's id."""
     triggers.create_trigger(
-        stack.runtime,
+        stack.deps,
         Principal("alice", "acme", frozenset({"editor"})),
         triggers.AgentPath("acme", "website", "reporter"),
         TriggerCreate.model_validate({"id": "t1", **VALID}),

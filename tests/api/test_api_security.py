@@ -10,10 +10,10 @@ from typing import Any
 
 import api_handler
 import pytest
-from sundial import triggers
 from sundial.contracts.api import TriggerCreate
+from sundial.deps import Deps
 from sundial.domain.auth import Principal
-from sundial.runtime import Runtime
+from sundial.services import triggers
 from sundial.settings import Settings
 
 from tests.api_support import (
@@ -46,7 +46,7 @@ class Seeded:
 def seeded(stack: Stack) -> Seeded:
     """Trigger t1 created by alice (an editor), with one pending and one finished invocation."""
     triggers.create_trigger(
-        stack.runtime,
+        stack.deps,
         ALICE,
         triggers.AgentPath("acme", "website", "reporter"),
         TriggerCreate.model_validate({"id": "t1", **DAILY}),
@@ -247,8 +247,8 @@ def test_tenant_claim_name_is_configurable(
     api: ApiClient, stack: Stack, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings: Settings = make_settings(stack.settings.state_machine_arn, TENANT_CLAIM="custom:org")
-    custom = Runtime(settings, clock=stack.clock, sfn_factory=lambda: stack.sfn)
-    monkeypatch.setattr(api_handler, "runtime", lambda: custom)
+    custom = Deps(settings, clock=stack.clock, sfn_factory=lambda: stack.sfn)
+    monkeypatch.setattr(api_handler, "deps", lambda: custom)
 
     assert api.request("GET", T1, claims={"sub": "alice", "custom:org": "acme", "roles": "[viewer]"}).status == 200
     assert_error(api.request("GET", T1, claims=claims("alice", "[viewer]")), 401, "unauthorized")

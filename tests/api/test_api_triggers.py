@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
-from sundial import triggers
 from sundial.contracts.api import Trigger, TriggerPatch
 from sundial.domain.auth import Principal
 from sundial.domain.errors import ConflictError
-from sundial.storage import due_shard_for
+from sundial.services import triggers
+from sundial.store import triggers as trigger_store
+from sundial.store.records import due_shard_for
 
 from tests.api_support import (
     DAILY,
@@ -530,7 +531,7 @@ def _patch_concurrently(
     one request at a time), so concurrent requests are concurrent use-case calls, as in separate Lambdas.
     With a barrier every thread has read the trigger before any writes it.
     """
-    load = triggers.load_trigger
+    load = trigger_store.load
 
     def load_then_wait(path: triggers.AgentPath, trigger_id: str) -> Any:
         record = load(path, trigger_id)
@@ -541,7 +542,7 @@ def _patch_concurrently(
     def apply(patch: dict[str, Any]) -> Trigger | ConflictError:
         try:
             return triggers.update_trigger(
-                stack.runtime,
+                stack.deps,
                 ALICE,
                 triggers.AgentPath("acme", "website", "reporter"),
                 "t1",
@@ -551,7 +552,7 @@ def _patch_concurrently(
             return conflict
 
     with monkeypatch.context() as patched, ThreadPoolExecutor(max_workers=len(patches)) as pool:
-        patched.setattr(triggers, "load_trigger", load_then_wait)
+        patched.setattr(trigger_store, "load", load_then_wait)
         return list(pool.map(apply, patches))
 
 

@@ -38,15 +38,16 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from moto import mock_aws
 from moto.moto_api._internal.models import moto_api_backend
 from pynamodb.connection.base import Connection
-from sundial import dispatch, runner
-from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome, classify_status
-from sundial.dispatch import START_BACKOFF, Backoff, Dispatcher, TickReport
-from sundial.dispatch_store import Cursor, DueRow, DynamoDispatchStore
+from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome, classify_status
+from sundial.deps import Deps
 from sundial.domain.instants import parse_instant
 from sundial.domain.naming import scheduled_execution_name
-from sundial.runtime import Runtime
+from sundial.services import dispatcher, runner
+from sundial.services.dispatcher import START_BACKOFF, Backoff, Dispatcher, TickReport
 from sundial.settings import Settings
-from sundial.storage import InvocationRecord, TriggerRecord, trigger_pk
+from sundial.store import triggers as trigger_store
+from sundial.store.dispatch import DueRow, DynamoDispatchStore, PageKey
+from sundial.store.records import InvocationRecord, TriggerRecord, trigger_pk
 
 from sundial_local.template import create_tables
 from tests.conftest import ACCOUNT, REGION, FakeClock, make_settings
@@ -280,9 +281,9 @@ class FakeAgent:
 # Runner steps, as runner.asl.json sequences them
 
 
-def run_prepare(runtime: Runtime, execution: Execution) -> None:
+def run_prepare(deps: Deps, execution: Execution) -> None:
     event = runner.PrepareEvent.model_validate({"input": execution.input, "executionArn": execution.arn})
-    state = runner.prepare(runtime, event)
+    state = runner.prepare(deps, event)
     execution.state = state.to_event()
     execution.phase = "wait"
     execution.wait_until = execution.scheduled_for
@@ -300,19 +301,19 @@ def task_failed(execution: Execution, retries_exhausted: bool, error: str = "Lam
         execution.phase = "finalize"
 
 
-def run_attempt(runtime: Runtime, agent: FakeAgent, execution: Execution) -> str:
+def run_attempt(deps: Deps, agent: FakeAgent, execution: Execution) -> str:
     """One Attempt Task; returns the outcome it routed on."""
     assert execution.state is not None
     agent.execution = execution
     try:
-        state = runner.attempt(runtime, agent, runner.RunState.model_validate(execution.state), rng=lambda: 0.5)
+        state = runner.attempt(deps, agent, runner.RunState.model_validate(execution.state), rng=lambda: 0.5)
     finally:
         agent.execution = None
     execution.state = state.to_event()
     if state.outcome == "retry":
         assert state.retry_delay_seconds is not None
         execution.phase = "backoff"
-        execution.wait_until = runtime.now() + timedelta(seconds=state.retry_delay_seconds)
+        execution.wait_until = deps.now() + timedelta(seconds=state.retry_delay_seconds)
     elif state.outcome == "failed":
         execution.end("FAILED", "AgentRunFailed", "The agent run failed; the invocation record holds every attempt.")
     else:
@@ -320,15 +321,15 @@ def run_attempt(runtime: Runtime, agent: FakeAgent, execution: Execution) -> str
     return state.outcome
 
 
-def run_finalize(runtime: Runtime, execution: Execution) -> None:
+def run_finalize(deps: Deps, execution: Execution) -> None:
     base = execution.state if execution.state is not None else dict(execution.input)
     state = runner.RunState.model_validate({**base, "failure": execution.failure})
-    runner.finalize(runtime, state)
+    runner.finalize(deps, state)
     cause = (execution.failure or {}).get("Cause")
     execution.end("FAILED", "SundialRunnerError", cause)
 
 
-def run_watcher(runtime: Runtime, execution: Execution) -> None:
+def run_watcher(deps: Deps, execution: Execution) -> None:
     """The EventBridge status-change event of an execution that ended FAILED or ABORTED, delivered to the watcher."""
     ended = runner.EndedExecution.model_validate(
         {
@@ -339,7 +340,7 @@ def run_watcher(runtime: Runtime, execution: Execution) -> None:
             "cause": execution.cause,
         }
     )
-    runner.close_ended_execution(runtime, ended)
+    runner.close_ended_execution(deps, ended)
     execution.watcher_deliveries += 1
 
 
@@ -536,17 +537,17 @@ class SteppedDispatch:
     label: str
 
     @classmethod
-    def begin(cls, runtime: Runtime, sfn: FakeSfn, row: DueRow) -> SteppedDispatch:
+    def begin(cls, deps: Deps, sfn: FakeSfn, row: DueRow) -> SteppedDispatch:
         gate = Gate()
-        gated_runtime = copy.copy(runtime)  # no __post_init__: the tables stay bound as they are
-        gated_runtime.__dict__["sfn"] = GatedSfn(sfn, gate)
+        gated_deps = copy.copy(deps)  # no __post_init__: the tables stay bound as they are
+        gated_deps.__dict__["sfn"] = GatedSfn(sfn, gate)
         dispatcher = Dispatcher(
-            gated_runtime,
+            gated_deps,
             store=GatedStore(gate),
             backoff=Backoff(sleep=no_sleep),
             start_backoff=replace(START_BACKOFF, sleep=no_sleep),
         )
-        horizon = runtime.now() + timedelta(seconds=runtime.settings.lookahead_seconds)
+        horizon = deps.now() + timedelta(seconds=deps.settings.lookahead_seconds)
 
         def work() -> None:
             error: BaseException | None = None
@@ -576,13 +577,13 @@ class SteppedDispatch:
             self.step()
 
 
-def due_rows(runtime: Runtime) -> list[DueRow]:
+def due_rows(deps: Deps) -> list[DueRow]:
     """What a dispatcher reads from the due index now (through the lag), every shard, up to its horizon."""
-    until = runtime.now() + timedelta(seconds=runtime.settings.lookahead_seconds)
+    until = deps.now() + timedelta(seconds=deps.settings.lookahead_seconds)
     store = DynamoDispatchStore()
     rows: list[DueRow] = []
-    for shard in range(runtime.settings.due_shard_count):
-        cursor: Cursor | None = None
+    for shard in range(deps.settings.due_shard_count):
+        cursor: PageKey | None = None
         while True:
             page, cursor = store.due_page(shard, until.strftime("%Y-%m-%dT%H:%M:%SZ"), cursor)
             rows += page
@@ -591,9 +592,9 @@ def due_rows(runtime: Runtime) -> list[DueRow]:
     return sorted(rows, key=lambda row: (row.due_at or "", row.pk))
 
 
-def tick(runtime: Runtime) -> TickReport:
+def tick(deps: Deps) -> TickReport:
     return Dispatcher(
-        runtime, backoff=Backoff(sleep=no_sleep), start_backoff=replace(START_BACKOFF, sleep=no_sleep)
+        deps, backoff=Backoff(sleep=no_sleep), start_backoff=replace(START_BACKOFF, sleep=no_sleep)
     ).tick()
 
 
@@ -612,7 +613,7 @@ class StoredTrigger:
 
 
 def stored_trigger(trigger_id: str) -> StoredTrigger | None:
-    found = runner.find_trigger(TENANT, trigger_id)
+    found = trigger_store.find(TENANT, trigger_id)
     if found is None:
         return None
     return StoredTrigger(
@@ -682,7 +683,7 @@ def scheduled_invocation_id(execution_name: str, scheduled_for: datetime) -> str
 
 @dataclass
 class World:
-    """Fresh tables, fake Step Functions and agent, and a Runtime on the fake clock, for one example."""
+    """Fresh tables, fake Step Functions and agent, and Deps on the fake clock, for one example."""
 
     session: ModelSession
     clock: FakeClock
@@ -690,7 +691,7 @@ class World:
     lag: int
     sfn: FakeSfn = field(init=False)
     agent: FakeAgent = field(init=False)
-    runtime: Runtime = field(init=False)
+    deps: Deps = field(init=False)
     lagged: LaggedIndexes = field(init=False)
     incarnation_of: Callable[[dict[str, Any], str], str | None] = lambda _input, _name: None
     _invocations: tuple[int, list[StoredInvocation]] | None = field(init=False, default=None)
@@ -704,7 +705,7 @@ class World:
         create_tables(dynamodb, LAG_TRIGGERS, LAG_INVOCATIONS)
         self.sfn = FakeSfn(self.session.sfn_exceptions, self.clock, self._incarnation_of)
         self.agent = FakeAgent(self.clock)
-        self.runtime = Runtime(settings, clock=self.clock, sfn_factory=lambda: self.sfn)  # type: ignore[arg-type,return-value]
+        self.deps = Deps(settings, clock=self.clock, sfn_factory=lambda: self.sfn)  # type: ignore[arg-type,return-value]
         self.lagged = LaggedIndexes(dynamodb, settings, self.clock, self.lag)
         self.session.world = self
 
@@ -716,9 +717,9 @@ class World:
         return self.incarnation_of(parsed, name)
 
     def reshard(self, shard_count: int) -> None:
-        """Redeploy with another DUE_SHARD_COUNT: every function gets a new Runtime with the new setting."""
+        """Redeploy with another DUE_SHARD_COUNT: every function gets new Deps with the new setting."""
         self.shard_count = shard_count
-        self.runtime = Runtime(self.settings(shard_count), clock=self.clock, sfn_factory=lambda: self.sfn)  # type: ignore[arg-type,return-value]
+        self.deps = Deps(self.settings(shard_count), clock=self.clock, sfn_factory=lambda: self.sfn)  # type: ignore[arg-type,return-value]
 
     def advance(self, seconds: int) -> None:
         self.lagged.snapshot()
@@ -751,7 +752,7 @@ class ModelSession:
 @contextmanager
 def shared_service_models() -> Iterator[None]:
     """botocore reads each service's JSON model, and lists its data folders, once per session, and every
-    pynamodb connection (one per model and thread, remade by each Runtime) opens a session: across
+    pynamodb connection (one per model and thread, remade by each Deps) opens a session: across
     thousands of examples that re-reading is a third of the time. The files never change during a run,
     so read and list each once."""
     loaded: dict[str, Any] = {}
@@ -780,7 +781,7 @@ def shared_service_models() -> Iterator[None]:
 
 @contextmanager
 def model_session() -> Iterator[ModelSession]:
-    """moto, the API handler on the current world's Runtime, GSI lag, and no real sleeps in backoffs."""
+    """moto, the API handler on the current world's Deps, GSI lag, and no real sleeps in backoffs."""
     import api_handler
 
     with ExitStack() as stack:
@@ -790,16 +791,16 @@ def model_session() -> Iterator[ModelSession]:
         sfn = boto3.client("stepfunctions", region_name=REGION)
         session = ModelSession(dynamodb, sfn.exceptions)
 
-        def current_runtime() -> Runtime:
+        def current_deps() -> Deps:
             assert session.world is not None
-            return session.world.runtime
+            return session.world.deps
 
-        stack.enter_context(mock.patch.object(api_handler, "runtime", current_runtime))
+        stack.enter_context(mock.patch.object(api_handler, "deps", current_deps))
         stack.enter_context(mock.patch("secrets.token_hex", session.token_hex))
         for module in [module for name, module in sys.modules.items() if name.startswith("sundial.")]:
             if getattr(module, "Backoff", None) is Backoff:
                 stack.enter_context(mock.patch.object(module, "Backoff", NoSleepBackoff))
-        stack.enter_context(mock.patch.object(dispatch, "START_BACKOFF", replace(START_BACKOFF, sleep=no_sleep)))
+        stack.enter_context(mock.patch.object(dispatcher, "START_BACKOFF", replace(START_BACKOFF, sleep=no_sleep)))
         stack.enter_context(lagged_queries(lambda: session.world.lagged if session.world is not None else None))
         yield session
 

@@ -50,7 +50,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sundial.agent_client import AgentRequest
+from sundial.adapters.agent_http import AgentRequest
 
 from tests.conftest import BASE, START, ApiClient, ApiResponse, FakeClock
 from tests.model.model_support import (
@@ -183,7 +183,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         return self.world
 
     def now(self) -> datetime:
-        return self.w.runtime.now()
+        return self.w.deps.now()
 
     def violation(self, label: str, message: str) -> None:
         if label in TOLERATED:
@@ -443,14 +443,14 @@ class ExactlyOnceModel(RuleBasedStateMachine):
 
     @rule()
     def dispatcher_tick(self) -> None:
-        tick(self.w.runtime)
+        tick(self.w.deps)
 
     @precondition(lambda self: len(self.inflight) < 3)
     @rule(pick=st.integers(0, 5))
     def begin_dispatch(self, pick: int) -> None:
-        rows = due_rows(self.w.runtime)
+        rows = due_rows(self.w.deps)
         if rows:
-            self.inflight.append(SteppedDispatch.begin(self.w.runtime, self.w.sfn, rows[pick % len(rows)]))
+            self.inflight.append(SteppedDispatch.begin(self.w.deps, self.w.sfn, rows[pick % len(rows)]))
             self._reap()
 
     @precondition(lambda self: bool(self.inflight))
@@ -502,14 +502,14 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         self.step(ready[pick % len(ready)], reply, fault, exhausted)
 
     def step(self, execution: Execution, reply: int, fault: str, exhausted: bool) -> None:
-        runtime = self.w.runtime
+        deps = self.w.deps
         if execution.phase in ("wait", "backoff"):
             pass_wait(execution)
         elif execution.phase == "prepare":
             if fault == "none":
-                run_prepare(runtime, execution)
+                run_prepare(deps, execution)
             elif fault == "after":
-                run_prepare(runtime, execution)
+                run_prepare(deps, execution)
                 execution.phase, execution.state = "prepare", None
                 task_failed(execution, exhausted)
             else:
@@ -520,7 +520,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             saved = (execution.state, execution.status, execution.phase, execution.wait_until)
             try:
                 if fault != "before":
-                    run_attempt(runtime, self.w.agent, execution)
+                    run_attempt(deps, self.w.agent, execution)
             except InjectedCrash:
                 pass
             finally:
@@ -529,7 +529,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                 execution.state, execution.status, execution.phase, execution.wait_until = saved
                 task_failed(execution, exhausted)
         elif execution.phase == "finalize":
-            run_finalize(runtime, execution)
+            run_finalize(deps, execution)
 
     @precondition(
         lambda self: (
@@ -540,7 +540,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 7))
     def deliver_watcher_event(self, pick: int) -> None:
         ended = [execution for execution in self.executions() if execution.status in ("FAILED", "ABORTED")]
-        run_watcher(self.w.runtime, ended[pick % len(ended)])
+        run_watcher(self.w.deps, ended[pick % len(ended)])
 
     # ---------------------------------------------------------------------------------------------
     # checks made at the moment of an agent call
@@ -743,7 +743,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             for execution in ready:
                 self.step(execution, 200, "none", False)
             for execution in watchers:
-                run_watcher(self.w.runtime, execution)
+                run_watcher(self.w.deps, execution)
         raise AssertionError("executions never settled")
 
     def settle(self) -> None:
@@ -755,7 +755,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         self.inflight.clear()
         end = self.now() + timedelta(seconds=SETTLE_SECONDS)
         while self.now() < end:
-            tick(world.runtime)
+            tick(world.deps)
             self.drive_all()
             self.check_now()
             world.advance(SETTLE_STEP)

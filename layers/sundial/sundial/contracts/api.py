@@ -1,12 +1,13 @@
 """API request and response models (camelCase on the wire), validated by pydantic.
 
 Field rules are SPEC §2's. Cross-field rules that need the stored trigger or the clock
-(exactly one of cronExpression/runAt, runAt not in the past) live in `sundial.triggers`.
+(exactly one of cronExpression/runAt, runAt not in the past) live in `sundial.services.triggers`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -136,6 +137,15 @@ CatchUpWindow = Annotated[StrictInt, Field(ge=0, le=604800)]
 OverlapPolicy = Literal["allow", "skip"]
 InvocationStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
 InvocationKind = Literal["scheduled", "manual", "rerun"]
+
+
+@dataclass(frozen=True)
+class AgentPath:
+    """The tenant/project/agent a request addresses."""
+
+    tenant_id: str
+    project_id: str
+    agent_id: str
 
 
 class ApiModel(BaseModel):

@@ -15,6 +15,7 @@ import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from cron_descriptor import ExpressionDescriptor, FormatError
@@ -352,6 +353,22 @@ def stored_schedule(cron_expression: str | None, cron_timezone: str, run_at: dat
     if run_at is None:
         raise ValueError("a stored trigger has a cronExpression or a runAt")
     return OneTimeSchedule(run_at)
+
+
+class ScheduleFields(Protocol):
+    """What a stored trigger (or a due row) says about its schedule."""
+
+    @property
+    def cron_expression(self) -> str | None: ...
+    @property
+    def cron_timezone(self) -> str: ...
+    @property
+    def run_at(self) -> datetime | None: ...
+
+
+def schedule_of(fields: ScheduleFields) -> Schedule:
+    """The schedule of a stored trigger, a due row, or anything else carrying the three schedule fields."""
+    return stored_schedule(fields.cron_expression, fields.cron_timezone, fields.run_at)
 
 
 def parse_run_at(value: str | datetime, now: datetime, *, max_past_seconds: int = 60) -> datetime:

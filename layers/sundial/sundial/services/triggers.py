@@ -1,6 +1,6 @@
 """Trigger use cases behind the HTTP API: create, read, list, edit, delete, preview.
 
-Every write keeps the schedule state consistent in one conditional DynamoDB write:
+Every write keeps the schedule state consistent in one conditional write (`sundial.store.triggers`):
 `next_run_at`, the sparse due-index keys, `schedule_version` and the optimistic `revision`.
 """
 
@@ -9,18 +9,14 @@ from __future__ import annotations
 import re
 import secrets
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from heapq import merge
 from itertools import islice
-from typing import Any
 
-from pynamodb.exceptions import DoesNotExist
-
-from sundial import dispatch, invocations
 from sundial.contracts.api import (
     ID_PATTERN,
     NON_NULLABLE_PATCH_FIELDS,
+    AgentPath,
     SchedulePreview,
     SchedulePreviewRequest,
     Trigger,
@@ -31,12 +27,12 @@ from sundial.contracts.api import (
     UpcomingRun,
     UpcomingRuns,
 )
+from sundial.deps import Deps
 from sundial.domain.auth import Principal
 from sundial.domain.errors import (
     BadRequestError,
     ConflictError,
     FieldProblem,
-    NotFoundError,
     ScheduleError,
     ValidationFailedError,
 )
@@ -46,12 +42,19 @@ from sundial.domain.schedule import (
     OneTimeSchedule,
     Schedule,
     parse_run_at,
-    stored_schedule,
+    schedule_of,
     validate_timezone,
 )
-from sundial.pagination import decode_cursor, encode_cursor, last_key
-from sundial.runtime import Runtime
-from sundial.storage import TriggerRecord, agent_trigger_key, condition_held, due_shard_for, project_key, trigger_pk
+from sundial.services import cancellation, dispatcher
+from sundial.store import triggers as trigger_store
+from sundial.store.pagination import decode_cursor, encode_cursor, last_key
+from sundial.store.records import (
+    TriggerRecord,
+    agent_trigger_key,
+    due_shard_for,
+    project_key,
+    trigger_pk,
+)
 
 UPCOMING_RUNS_ON_DETAIL = 5
 ID_RE = re.compile(ID_PATTERN)
@@ -59,15 +62,6 @@ SCHEDULE_FIELDS = ("cron_expression", "cron_timezone", "run_at", "enabled")
 # How many ended schedule versions a trigger remembers the end of (see runner.superseded).
 REMEMBERED_VERSION_ENDS = 16
 PROJECT_CURSOR_KEYS = ("pk", "project_key", "agent_trigger")
-
-
-@dataclass(frozen=True)
-class AgentPath:
-    """The tenant/project/agent a request addresses."""
-
-    tenant_id: str
-    project_id: str
-    agent_id: str
 
 
 def _field_error(field_name: str, message: str) -> ValidationFailedError:
@@ -93,10 +87,6 @@ def build_schedule(cron_expression: str | None, cron_timezone: str, run_at: date
         return OneTimeSchedule(run_at)
     except ScheduleError as error:
         raise _field_error(error.field_name, error.message) from None
-
-
-def schedule_of(record: TriggerRecord) -> Schedule:
-    return stored_schedule(record.cron_expression, record.cron_timezone, record.run_at)
 
 
 def _check_run_at(run_at: datetime, now: datetime) -> datetime:
@@ -170,35 +160,24 @@ def to_api(record: TriggerRecord, now: datetime) -> Trigger:
     )
 
 
-def load_trigger(path: AgentPath, trigger_id: str) -> TriggerRecord:
-    """The trigger at this path; one under another project or agent is reported as not found."""
-    try:
-        record = TriggerRecord.get(trigger_pk(path.tenant_id, trigger_id), consistent_read=True)
-    except DoesNotExist:
-        record = None
-    if record is None or (record.project_id, record.agent_id) != (path.project_id, path.agent_id):
-        raise NotFoundError(f"Trigger '{trigger_id}' not found")
-    return record
-
-
-def _due_fields(runtime: Runtime, record: TriggerRecord, next_run_at: datetime | None) -> None:
+def _due_fields(deps: Deps, record: TriggerRecord, next_run_at: datetime | None) -> None:
     """Set next_run_at and the sparse due-index keys together (absent when nothing is scheduled)."""
     record.next_run_at = next_run_at
     if next_run_at is None:
         record.due_shard = None
         record.due_at = None
     else:
-        dispatch.announce_shard_count(runtime)
-        record.due_shard = due_shard_for(record.tenant_id, record.trigger_id, runtime.settings.due_shard_count)
+        dispatcher.announce_shard_count(deps)
+        record.due_shard = due_shard_for(record.tenant_id, record.trigger_id, deps.settings.due_shard_count)
         record.due_at = format_instant(next_run_at)
 
 
-def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body: TriggerCreate) -> Trigger:
+def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: TriggerCreate) -> Trigger:
     principal.require_tenant(path.tenant_id, "editor")
     principal.check_run_as(body.run_as_user_id)
     if (body.cron_expression is None) == (body.run_at is None):
         raise _schedule_kind_error()
-    now = runtime.now()
+    now = deps.now()
     run_at = _check_run_at(body.run_at, now) if body.run_at is not None else None
     schedule = build_schedule(body.cron_expression, body.cron_timezone, run_at)
     trigger_id = body.id or f"trg_{secrets.token_hex(10)}"
@@ -234,10 +213,10 @@ def create_trigger(runtime: Runtime, principal: Principal, path: AgentPath, body
         missed_runs_skipped=0,
     )
     next_run_at = first_run(schedule, now, new_run_at=True) if body.enabled else None
-    _due_fields(runtime, record, next_run_at)
-    if not condition_held(lambda: record.save(condition=TriggerRecord.pk.does_not_exist())):
+    _due_fields(deps, record, next_run_at)
+    if not trigger_store.create(record):
         raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant")
-    dispatch.claim_if_due_soon(runtime, record)
+    dispatcher.claim_if_due_soon(deps, record)
     return to_api(record, now)
 
 
@@ -261,15 +240,7 @@ def _merged_schedule_inputs(record: TriggerRecord, patch: TriggerPatch) -> tuple
     return cron, run_at
 
 
-def _set_or_remove(name: str, value: Any) -> Any:
-    """The update action that stores `value` in attribute `name`, removing the attribute for None."""
-    attribute = getattr(TriggerRecord, name)
-    return attribute.set(value) if value is not None else attribute.remove()
-
-
-def update_trigger(
-    runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, patch: TriggerPatch
-) -> Trigger:
+def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, patch: TriggerPatch) -> Trigger:
     principal.require_tenant(path.tenant_id, "editor")
     fields = patch.model_fields_set
     if not fields:
@@ -281,11 +252,11 @@ def update_trigger(
         raise ValidationFailedError(
             [FieldProblem(["body", TriggerPatch.model_fields[name].alias or name], "may not be null") for name in nulls]
         )
-    record = load_trigger(path, trigger_id)
+    record = trigger_store.load(path, trigger_id)
     principal.require_can_change(record.created_by, record.run_as_user_id)
     if "run_as_user_id" in fields:
         principal.check_run_as(patch.run_as_user_id)
-    now = runtime.now()
+    now = deps.now()
     cron, run_at = _merged_schedule_inputs(record, patch)
     run_at = _stored_instant(run_at) if run_at is not None else None
     timezone = patch.cron_timezone if patch.cron_timezone is not None else record.cron_timezone
@@ -308,10 +279,9 @@ def update_trigger(
         plain_fields.add("cron_timezone")
     for name in plain_fields:
         setattr(record, name, getattr(patch, name))
-    actions: list[Any] = [_set_or_remove(name, getattr(patch, name)) for name in sorted(plain_fields)]
+    changed = [*sorted(plain_fields), "updated_at", "revision"]
     record.updated_at = now
     record.revision = expected_revision + 1
-    actions += [TriggerRecord.updated_at.set(now), TriggerRecord.revision.set(expected_revision + 1)]
     if schedule_changed:
         record.cron_expression, record.cron_timezone, record.run_at, record.enabled = (
             cron,
@@ -321,29 +291,25 @@ def update_trigger(
         )
         ended = {**(record.version_ends or {}), str(int(record.schedule_version)): format_instant(now)}
         record.version_ends = dict(sorted(ended.items(), key=lambda item: int(item[0]))[-REMEMBERED_VERSION_ENDS:])
-        actions.append(TriggerRecord.version_ends.set(record.version_ends))
         record.schedule_version = int(record.schedule_version) + 1
         record.claim_for = record.claim_name = record.claim_version = record.dispatched_for = None
         next_run_at = first_run(schedule, now, new_run_at=new_run_at) if enabled else None
-        _due_fields(runtime, record, next_run_at)
-        actions += [_set_or_remove(name, getattr(record, name)) for name in SCHEDULE_FIELDS]
-        actions += dispatch.schedule_actions(record)
-    if not condition_held(
-        lambda: record.update(actions=actions, condition=TriggerRecord.revision == expected_revision)
-    ):
+        _due_fields(deps, record, next_run_at)
+        changed += ["version_ends", *SCHEDULE_FIELDS, *trigger_store.SCHEDULE_STATE]
+    if not trigger_store.save_changes(record, changed, expected_revision):
         raise ConflictError(f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry")
     if schedule_changed:
-        dispatch.claim_if_due_soon(runtime, record)
+        dispatcher.claim_if_due_soon(deps, record)
     return to_api(record, now)
 
 
-def delete_trigger(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str) -> None:
+def delete_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str) -> None:
     """Cancel the trigger's unfinished invocations, then delete it (a run claimed meanwhile stands down)."""
     principal.require_tenant(path.tenant_id, "editor")
-    record = load_trigger(path, trigger_id)
+    record = trigger_store.load(path, trigger_id)
     principal.require_can_change(record.created_by, record.run_as_user_id)
-    invocations.cancel_all_open(runtime, record, "trigger deleted")
-    record.delete()
+    cancellation.cancel_all_open(deps, record, "trigger deleted")
+    trigger_store.delete(record)
 
 
 def upcoming_runs_of(record: TriggerRecord, count: int, now: datetime) -> list[datetime]:
@@ -353,16 +319,12 @@ def upcoming_runs_of(record: TriggerRecord, count: int, now: datetime) -> list[d
     return [first, *schedule_of(record).next_runs(first, count - 1)]
 
 
-def get_trigger(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
+def get_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
     principal.require_tenant(path.tenant_id)
-    record = load_trigger(path, trigger_id)
-    now = runtime.now()
+    record = trigger_store.load(path, trigger_id)
+    now = deps.now()
     upcoming = upcoming_runs_of(record, UPCOMING_RUNS_ON_DETAIL, now)
     return TriggerDetail(**to_api(record, now).model_dump(), upcoming_runs=upcoming)
-
-
-def _to_dynamo_key(key: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {name: {"S": value} for name, value in key.items()}
 
 
 def _continues_listing(start: dict[str, str], tenant_id: str, agent_id: str | None) -> bool:
@@ -377,7 +339,7 @@ def _continues_listing(start: dict[str, str], tenant_id: str, agent_id: str | No
 
 
 def list_triggers(
-    runtime: Runtime,
+    deps: Deps,
     principal: Principal,
     tenant_id: str,
     project_id: str,
@@ -391,29 +353,18 @@ def list_triggers(
     start = decode_cursor(cursor, {"pk": None, "project_key": partition, "agent_trigger": None})
     if start is not None and not _continues_listing(start, tenant_id, agent_id):
         raise BadRequestError("Invalid cursor", [{"field": "cursor", "message": "does not belong to this listing"}])
-    condition = TriggerRecord.agent_trigger.startswith(f"{agent_id}#") if agent_id is not None else None
-    rows = list(
-        TriggerRecord.by_project.query(
-            partition,
-            range_key_condition=condition,
-            limit=limit + 1,
-            last_evaluated_key=_to_dynamo_key(start) if start else None,
-        )
-    )
+    rows = trigger_store.project_page(partition, agent_id, limit + 1, start)
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(last_key(page[-1], PROJECT_CURSOR_KEYS)) if more else None
-    now = runtime.now()
+    now = deps.now()
     return TriggerPage(data=[to_api(row, now) for row in page], next_cursor=next_cursor)
 
 
-def agent_upcoming_runs(runtime: Runtime, principal: Principal, path: AgentPath, limit: int) -> UpcomingRuns:
+def agent_upcoming_runs(deps: Deps, principal: Principal, path: AgentPath, limit: int) -> UpcomingRuns:
     """The agent's next occurrences across its enabled triggers, soonest first."""
     principal.require_tenant(path.tenant_id)
-    now = runtime.now()
-    records = TriggerRecord.by_project.query(
-        project_key(path.tenant_id, path.project_id),
-        range_key_condition=TriggerRecord.agent_trigger.startswith(f"{path.agent_id}#"),
-    )
+    now = deps.now()
+    records = trigger_store.agent_triggers(project_key(path.tenant_id, path.project_id), path.agent_id)
     streams = [
         [
             UpcomingRun(trigger_id=record.trigger_id, trigger_name=record.name, scheduled_for=at)
@@ -425,12 +376,12 @@ def agent_upcoming_runs(runtime: Runtime, principal: Principal, path: AgentPath,
     return UpcomingRuns(data=list(islice(soonest, limit)))
 
 
-def preview_schedule(runtime: Runtime, request: SchedulePreviewRequest) -> SchedulePreview:
+def preview_schedule(deps: Deps, request: SchedulePreviewRequest) -> SchedulePreview:
     """Occurrences of a schedule that need not be stored; a runAt in the past simply has none."""
     if (request.cron_expression is None) == (request.run_at is None):
         raise _schedule_kind_error()
     schedule = build_schedule(request.cron_expression, request.cron_timezone, request.run_at)
-    after = request.after if request.after is not None else runtime.now()
+    after = request.after if request.after is not None else deps.now()
     runs: list[datetime] = []
     with suppress(OverflowError):  # the calendar ends at 9999-12-31: no more occurrences to show
         for occurrence in islice(schedule.occurrences_after(after), request.count):

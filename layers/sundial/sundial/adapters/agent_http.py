@@ -28,7 +28,6 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.response import BaseHTTPResponse
 
-from sundial.runtime import Runtime
 from sundial.settings import Settings
 
 if TYPE_CHECKING:
@@ -321,11 +320,3 @@ def token_source(settings: Settings, secrets: Callable[[], SecretsManagerClient]
         token = settings.agent_run_token
         return lambda: token
     raise ValueError("Set AGENT_RUN_TOKEN_SECRET_ARN (or AGENT_RUN_TOKEN locally) for the agent's bearer token")
-
-
-def agent_client_for(runtime: Runtime) -> AgentClient:
-    """The process's agent client, configured from settings (`AGENT_RUN_URL` and the token)."""
-    settings = runtime.settings
-    if not settings.agent_run_url:
-        raise ValueError("AGENT_RUN_URL is not set")
-    return AgentClient(settings.agent_run_url, token_source(settings, lambda: runtime.secrets))

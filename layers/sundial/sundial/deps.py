@@ -1,4 +1,4 @@
-"""The collaborators a domain function needs: settings, a clock and lazily created AWS clients."""
+"""What a service is given: settings, a clock, the tables bound to them and lazily created AWS clients."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
+from sundial.adapters.agent_http import AgentClient, token_source
 from sundial.settings import Settings
-from sundial.storage import bind_tables
+from sundial.store.records import bind_tables
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -40,7 +41,7 @@ def _default_secrets_client() -> SecretsManagerClient:
 
 
 @dataclass
-class Runtime:
+class Deps:
     """Built once per cold start by each handler; tests build their own with moto clients and a fixed clock."""
 
     settings: Settings
@@ -64,3 +65,9 @@ class Runtime:
     def now(self) -> datetime:
         """The clock's time, truncated to the second like every stored instant."""
         return self.clock().astimezone(UTC).replace(microsecond=0)
+
+    def agent_client(self) -> AgentClient:
+        """The agent client configured from settings (`AGENT_RUN_URL` and the token)."""
+        if not self.settings.agent_run_url:
+            raise ValueError("AGENT_RUN_URL is not set")
+        return AgentClient(self.settings.agent_run_url, token_source(self.settings, lambda: self.secrets))

@@ -16,10 +16,10 @@ from pynamodb.constants import NONE
 from pynamodb.exceptions import DoesNotExist
 
 from sundial.domain.instants import format_instant
-from sundial.storage import ShardMarkerRecord, TriggerRecord, condition_held
+from sundial.store.records import ShardMarkerRecord, TriggerRecord, condition_held
 
 QUERY_PAGE_SIZE = 1000
-Cursor = dict[str, Any]
+PageKey = dict[str, Any]  # where a shard's query continues: DynamoDB's LastEvaluatedKey
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Advance:
 
 
 class DispatchStore(Protocol):
-    def due_page(self, shard: int, until: str, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def due_page(self, shard: int, until: str, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         """One page of a shard's due rows with `due_at <= until`, in `due_at` order, and the next cursor."""
         ...
 
@@ -113,7 +113,7 @@ class DispatchStore(Protocol):
         """Replace the marker `observed` by `shard_count` once no row is left in the shards above it."""
         ...
 
-    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def shard_page(self, shard: int, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         """One page of every row in a shard, whatever its `due_at` (to re-shard it)."""
         ...
 
@@ -161,7 +161,7 @@ def _same_trigger(row: DueRow) -> Any:
 class DynamoDispatchStore:
     """The due index and the trigger items in DynamoDB. Writes return nothing (`ReturnValues: NONE`)."""
 
-    def due_page(self, shard: int, until: str, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def due_page(self, shard: int, until: str, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         results = TriggerRecord.due.query(
             shard,
             TriggerRecord.due_at <= until,
@@ -238,7 +238,7 @@ class DynamoDispatchStore:
         marker = ShardMarkerRecord(shard_count=shard_count)
         return condition_held(lambda: marker.save(condition=ShardMarkerRecord.shard_count == observed))
 
-    def shard_page(self, shard: int, cursor: Cursor | None) -> tuple[list[DueRow], Cursor | None]:
+    def shard_page(self, shard: int, cursor: PageKey | None) -> tuple[list[DueRow], PageKey | None]:
         results = TriggerRecord.due.query(shard, limit=QUERY_PAGE_SIZE, last_evaluated_key=cursor)
         return [due_row(record) for record in results], results.last_evaluated_key
 

@@ -8,18 +8,27 @@ from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sundial import invocations
-from sundial.aws_retry import Backoff
-from sundial.contracts.api import Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
+from sundial.adapters.aws_retry import Backoff
+from sundial.contracts.api import (
+    AgentPath,
+    Attempt,
+    Invocation,
+    InvocationKind,
+    InvocationPage,
+    InvocationStatus,
+    RunAccepted,
+)
 from sundial.contracts.execution import ExecutionInput
+from sundial.deps import Deps
 from sundial.domain import naming
 from sundial.domain.auth import Principal
 from sundial.domain.errors import ConflictError, FieldProblem, ServiceUnavailableError, ValidationFailedError
 from sundial.domain.instants import compact_instant, format_instant
-from sundial.pagination import decode_cursor, encode_cursor, last_key
-from sundial.runtime import Runtime
-from sundial.storage import IdempotencyRecord, InvocationRecord, TriggerRecord, condition_held, invocation_partition
-from sundial.triggers import AgentPath, load_trigger
+from sundial.services import cancellation
+from sundial.store import invocations as invocation_store
+from sundial.store import triggers as trigger_store
+from sundial.store.pagination import decode_cursor, encode_cursor, last_key
+from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 INVOCATION_CURSOR_KEYS = ("trigger_key", "invocation_id")
@@ -48,10 +57,32 @@ def _query_instant(value: str | None, field_name: str) -> datetime | None:
         ) from None
 
 
+def to_api(record: InvocationRecord) -> Invocation:
+    return Invocation(
+        id=record.invocation_id,
+        trigger_id=record.trigger_id,
+        tenant_id=record.tenant_id,
+        project_id=record.project_id,
+        agent_id=record.agent_id,
+        kind=record.kind,
+        status=record.status,
+        scheduled_for=record.scheduled_for,
+        started_at=record.started_at,
+        completed_at=record.completed_at,
+        attempt_number=int(record.attempt_number),
+        attempts=[Attempt.model_validate(item) for item in record.attempts or []],
+        conversation_ids=list(record.conversation_ids or []),
+        ref=record.ref,
+        idempotency_key=record.idempotency_key,
+        execution_arn=record.execution_arn,
+        error=record.error,
+    )
+
+
 def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, query: InvocationQuery) -> InvocationPage:
     """Newest first; `from`/`to` bound scheduledFor (inclusive) through the sort key, `status` filters."""
     principal.require_tenant(path.tenant_id)
-    trigger = load_trigger(path, trigger_id)
+    trigger = trigger_store.load(path, trigger_id)
     key = invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)
     start = decode_cursor(query.cursor, {"trigger_key": key, "invocation_id": None})
     lower, upper = _query_instant(query.from_, "from"), _query_instant(query.to, "to")
@@ -59,34 +90,25 @@ def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, que
         raise ValidationFailedError([FieldProblem(["query", "from"], "must not be later than 'to'")])
     low_key = compact_instant(lower) if lower else "0"
     high_key = f"{compact_instant(upper)}~" if upper else "~"
-    rows = list(
-        InvocationRecord.query(
-            key,
-            range_key_condition=InvocationRecord.invocation_id.between(low_key, high_key),
-            filter_condition=(InvocationRecord.status == query.status) if query.status else None,
-            scan_index_forward=False,
-            limit=query.limit + 1,
-            last_evaluated_key={name: {"S": value} for name, value in start.items()} if start else None,
-        )
-    )
+    rows = invocation_store.history_page(key, low_key, high_key, query.status, query.limit + 1, start)
     page, more = rows[: query.limit], len(rows) > query.limit
     next_cursor = encode_cursor(last_key(page[-1], INVOCATION_CURSOR_KEYS)) if more else None
-    return InvocationPage(data=[invocations.to_api(row) for row in page], next_cursor=next_cursor)
+    return InvocationPage(data=[to_api(row) for row in page], next_cursor=next_cursor)
 
 
 def get_invocation(principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> Invocation:
     principal.require_tenant(path.tenant_id)
-    trigger = load_trigger(path, trigger_id)
-    return invocations.to_api(invocations.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id))
+    trigger = trigger_store.load(path, trigger_id)
+    return to_api(invocation_store.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id))
 
 
 def cancel_invocation(
-    runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str
+    deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str
 ) -> Invocation:
     principal.require_tenant(path.tenant_id, "editor")
-    trigger = load_trigger(path, trigger_id)
-    record = invocations.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id)
-    return invocations.to_api(invocations.cancel(runtime, record, "cancelled by request"))
+    trigger = trigger_store.load(path, trigger_id)
+    record = invocation_store.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id)
+    return to_api(cancellation.cancel(deps, record, "cancelled by request"))
 
 
 def execution_input(record: InvocationRecord) -> ExecutionInput:
@@ -106,7 +128,7 @@ def execution_input(record: InvocationRecord) -> ExecutionInput:
 
 
 def _start_manual(
-    runtime: Runtime,
+    deps: Deps,
     trigger: TriggerRecord,
     kind: InvocationKind,
     invocation_id: str,
@@ -115,8 +137,8 @@ def _start_manual(
 ) -> RunAccepted:
     """Record a pending invocation, then start its execution; a repeat finds the same execution."""
     name = naming.manual_execution_name(kind, trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
-    record = invocations.new_invocation(
-        runtime,
+    record = invocation_store.new_invocation(
+        deps,
         tenant_id=trigger.tenant_id,
         project_id=trigger.project_id,
         agent_id=trigger.agent_id,
@@ -125,18 +147,18 @@ def _start_manual(
         kind=kind,
         invocation_id=invocation_id,
         idempotency_key=idempotency_key,
-        scheduled_for=runtime.now(),
+        scheduled_for=deps.now(),
         ref=trigger.ref,
         execution_name=name,
         rerun_of=rerun_of,
     )
-    if not invocations.put_if_absent(runtime, record):
-        record = invocations.load(trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
-    sfn = runtime.sfn
+    if not invocation_store.put_if_absent(deps, record):
+        record = invocation_store.load(trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
+    sfn = deps.sfn
     try:
         Backoff().call(
             lambda: sfn.start_execution(
-                stateMachineArn=runtime.settings.state_machine_arn, name=name, input=execution_input(record).to_json()
+                stateMachineArn=deps.settings.state_machine_arn, name=name, input=execution_input(record).to_json()
             )
         )
     except sfn.exceptions.ExecutionAlreadyExists:
@@ -144,7 +166,7 @@ def _start_manual(
     except (ClientError, BotoCoreError) as error:
         # Nothing will ever run it: do not leave it pending (it would count as an overlapping run). Had
         # the start gone through unanswered, the run finds its record final and stands down.
-        invocations.finish(runtime, record, "failed", "the run could not be started")
+        invocation_store.finish(deps, record, "failed", "the run could not be started")
         raise ServiceUnavailableError("The run could not be started: Step Functions did not accept it") from error
     assert record.execution_arn is not None
     return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)
@@ -155,7 +177,7 @@ def _new_manual_id(now: datetime) -> str:
 
 
 def run_now(
-    runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, idempotency_key: str | None
+    deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, idempotency_key: str | None
 ) -> RunAccepted:
     """Start a manual run; the same `Idempotency-Key` returns the invocation the first request made.
 
@@ -163,30 +185,24 @@ def run_now(
     are scoped to the incarnation: a re-created trigger never answers with its predecessor's run.
     """
     principal.require_tenant(path.tenant_id, "editor")
-    trigger = load_trigger(path, trigger_id)
+    trigger = trigger_store.load(path, trigger_id)
     principal.require_can_change(trigger.created_by, trigger.run_as_user_id)
-    now = runtime.now()
+    now = deps.now()
     if idempotency_key is None:
         invocation_id = _new_manual_id(now)
-        return _start_manual(runtime, trigger, "manual", invocation_id, f"manual:{invocation_id}")
+        return _start_manual(deps, trigger, "manual", invocation_id, f"manual:{invocation_id}")
     key_hash = naming.idempotency_hash(idempotency_key)
-    mapping = IdempotencyRecord(
-        f"{invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)}#idempotency",
-        key_hash,
-        target_invocation_id=_new_manual_id(now),
-        expires_at=now + IDEMPOTENCY_TTL,
-    )
-    if not condition_held(lambda: mapping.save(condition=IdempotencyRecord.invocation_id.does_not_exist())):
-        mapping = IdempotencyRecord.get(mapping.trigger_key, key_hash, consistent_read=True)
-    return _start_manual(runtime, trigger, "manual", mapping.target_invocation_id, f"manual:{key_hash}")
+    partition = invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)
+    target = invocation_store.idempotent_target(partition, key_hash, _new_manual_id(now), now + IDEMPOTENCY_TTL)
+    return _start_manual(deps, trigger, "manual", target, f"manual:{key_hash}")
 
 
-def rerun(runtime: Runtime, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> RunAccepted:
+def rerun(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, invocation_id: str) -> RunAccepted:
     principal.require_tenant(path.tenant_id, "editor")
-    trigger = load_trigger(path, trigger_id)
+    trigger = trigger_store.load(path, trigger_id)
     principal.require_can_change(trigger.created_by, trigger.run_as_user_id)
-    original = invocations.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id)
-    if original.status in invocations.UNFINISHED:
+    original = invocation_store.load(path.tenant_id, trigger_id, trigger.incarnation, invocation_id)
+    if original.status in invocation_store.UNFINISHED:
         raise ConflictError(f"Invocation '{invocation_id}' is still {original.status}; only finished ones re-run")
-    new_id = _new_manual_id(runtime.now())
-    return _start_manual(runtime, trigger, "rerun", new_id, f"rerun:{new_id}", rerun_of=invocation_id)
+    new_id = _new_manual_id(deps.now())
+    return _start_manual(deps, trigger, "rerun", new_id, f"rerun:{new_id}", rerun_of=invocation_id)

@@ -27,21 +27,21 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import Field, Json
-from pynamodb.exceptions import DoesNotExist
-from pynamodb.expressions.update import Action
 
-from sundial import invocations
-from sundial.agent_client import AgentRequest, AgentResult, AttemptOutcome
+from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
 from sundial.contracts.api import InvocationStatus
 from sundial.contracts.execution import ExecutionInput, StateModel
+from sundial.deps import Deps
 from sundial.domain.errors import NotFoundError
 from sundial.domain.instants import format_instant, parse_instant
 from sundial.domain.message import render_message
 from sundial.domain.missed_runs import may_start
 from sundial.domain.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
-from sundial.domain.schedule import stored_schedule
-from sundial.runtime import Runtime
-from sundial.storage import InvocationRecord, TriggerRecord, condition_held, trigger_pk
+from sundial.domain.schedule import schedule_of
+from sundial.services import cancellation
+from sundial.store import invocations as invocation_store
+from sundial.store import triggers as trigger_store
+from sundial.store.records import InvocationRecord, TriggerRecord
 
 logger = logging.getLogger(__name__)
 
@@ -104,25 +104,18 @@ def attempt_timeout_for(trigger: TriggerRecord | None) -> int:
     return timeout + TASK_TIMEOUT_MARGIN_SECONDS
 
 
-def find_trigger(tenant_id: str, trigger_id: str) -> TriggerRecord | None:
-    try:
-        return TriggerRecord.get(trigger_pk(tenant_id, trigger_id), consistent_read=True)
-    except DoesNotExist:
-        return None
-
-
 def find_invocation(run: ExecutionInput) -> InvocationRecord | None:
     try:
-        return invocations.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
+        return invocation_store.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
     except NotFoundError:
         return None
 
 
 def _new_record(
-    runtime: Runtime, run: ExecutionInput, trigger: TriggerRecord | None, execution_arn: str | None
+    deps: Deps, run: ExecutionInput, trigger: TriggerRecord | None, execution_arn: str | None
 ) -> InvocationRecord:
-    return invocations.new_invocation(
-        runtime,
+    return invocation_store.new_invocation(
+        deps,
         tenant_id=run.tenant_id,
         project_id=run.project_id,
         agent_id=run.agent_id,
@@ -140,24 +133,24 @@ def _new_record(
 
 
 def _ensure_invocation(
-    runtime: Runtime, run: ExecutionInput, trigger: TriggerRecord | None, execution_arn: str | None
+    deps: Deps, run: ExecutionInput, trigger: TriggerRecord | None, execution_arn: str | None
 ) -> InvocationRecord:
     """The run's invocation record, created pending if it does not exist yet (idempotent)."""
     if run.kind != "scheduled":
         existing = find_invocation(run)
         if existing is not None:
             return existing
-    record = _new_record(runtime, run, trigger, execution_arn)
-    if invocations.put_if_absent(runtime, record):
+    record = _new_record(deps, run, trigger, execution_arn)
+    if invocation_store.put_if_absent(deps, record):
         return record
-    return invocations.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
+    return invocation_store.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
 
 
-def prepare(runtime: Runtime, event: PrepareEvent) -> RunState:
+def prepare(deps: Deps, event: PrepareEvent) -> RunState:
     """Record the invocation as pending before the wait, so it can be listed and cancelled at once."""
     run = event.input
-    trigger = find_trigger(run.tenant_id, run.trigger_id)
-    _ensure_invocation(runtime, run, trigger, event.execution_arn)
+    trigger = trigger_store.find(run.tenant_id, run.trigger_id)
+    _ensure_invocation(deps, run, trigger, event.execution_arn)
     return RunState(**run.model_dump(), attempt_timeout_seconds=attempt_timeout_for(trigger))
 
 
@@ -193,18 +186,18 @@ def _superseded_record(record: InvocationRecord, trigger: TriggerRecord) -> bool
     return superseded(record.kind, record.incarnation, version, record.scheduled_for, trigger)
 
 
-def _stand_down_superseded(runtime: Runtime, other: InvocationRecord) -> bool:
+def _stand_down_superseded(deps: Deps, other: InvocationRecord) -> bool:
     """Cancel a superseded claim that has not started, as its own Attempt would; True once it is out of the way.
 
     Only from `pending`: a run already in progress is not stopped by an edit, so it still overlaps.
     """
-    if invocations.finish(runtime, other, "cancelled", SUPERSEDED, only_from=("pending",)):
+    if invocation_store.finish(deps, other, "cancelled", SUPERSEDED, only_from=("pending",)):
         return True
-    other.refresh(consistent_read=True)
-    return other.status not in invocations.UNFINISHED
+    invocation_store.refresh(other)
+    return other.status not in invocation_store.UNFINISHED
 
 
-def _overlaps(runtime: Runtime, record: InvocationRecord, trigger: TriggerRecord) -> bool:
+def _overlaps(deps: Deps, record: InvocationRecord, trigger: TriggerRecord) -> bool:
     """Whether another invocation of the trigger is unfinished when this occurrence starts (SPEC §5, `skip`).
 
     Read from the incarnation's register by strongly consistent reads, never from the lagging index.
@@ -214,29 +207,16 @@ def _overlaps(runtime: Runtime, record: InvocationRecord, trigger: TriggerRecord
     (which may come after this one when both claims are for the same instant). A pending occurrence
     due later is a claim still waiting for its time and does not overlap.
     """
-    for other in invocations.open_invocations(record.tenant_id, record.trigger_id, record.incarnation):
+    for other in invocation_store.open_invocations(record.tenant_id, record.trigger_id, record.incarnation):
         if other.invocation_id == record.invocation_id:
             continue
         if other.status == "running" or other.kind != "scheduled":
             return True
         if other.scheduled_for > record.scheduled_for:
             continue
-        if not (_superseded_record(other, trigger) and _stand_down_superseded(runtime, other)):
+        if not (_superseded_record(other, trigger) and _stand_down_superseded(deps, other)):
             return True
     return False
-
-
-def _mark_running(record: InvocationRecord, trigger: TriggerRecord, now: datetime) -> bool:
-    """pending → running (with the trigger's current ref); False when it was cancelled meanwhile."""
-    actions: list[Action] = [
-        InvocationRecord.status.set("running"),
-        InvocationRecord.started_at.set(now),
-        InvocationRecord.ref.set(trigger.ref),
-    ]
-    if condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status == "pending")):
-        return True
-    record.refresh(consistent_read=True)
-    return record.status == "running"
 
 
 def _request(state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int) -> AgentRequest:
@@ -283,27 +263,21 @@ def _decide(trigger: TriggerRecord, number: int, outcome: str) -> Outcome:
     return "failed"
 
 
-def _record_attempt(
-    runtime: Runtime, record: InvocationRecord, entry: dict[str, Any], decision: Outcome
-) -> InvocationStatus:
+def _record_attempt(deps: Deps, record: InvocationRecord, entry: dict[str, Any], decision: Outcome) -> InvocationStatus:
     """Store the attempt (and, when the run is over, its final status in the same write).
 
     Returns the invocation's status afterwards: `cancelled` if a cancel landed during the call.
     """
     number = int(entry["number"])
-    conversation_ids = list(record.conversation_ids or [])
+    conversation_ids = [str(each) for each in record.conversation_ids or []]
     if entry["conversationId"] and entry["conversationId"] not in conversation_ids:
         conversation_ids.append(entry["conversationId"])
-    actions: list[Any] = [
-        InvocationRecord.attempts.set([*list(record.attempts or [])[: number - 1], entry]),
-        InvocationRecord.attempt_number.set(number),
-        InvocationRecord.conversation_ids.set(conversation_ids),
-    ]
+    write = invocation_store.AttemptWrite([*list(record.attempts or [])[: number - 1], entry], number, conversation_ids)
     if decision in ("completed", "failed"):
         error = entry["error"] if decision == "failed" else None
-        if invocations.finish(runtime, record, decision, error, also=actions):
+        if invocation_store.finish(deps, record, decision, error, attempt=write):
             return decision
-    record.update(actions=actions)
+    invocation_store.save_attempt(record, write)
     return record.status  # type: ignore[return-value]
 
 
@@ -313,32 +287,36 @@ def _recorded(record: InvocationRecord, number: int) -> dict[str, Any]:
     return entry
 
 
-def _use_up(runtime: Runtime, state: ExecutionInput, trigger: TriggerRecord) -> None:
+def _use_up(deps: Deps, state: ExecutionInput, trigger: TriggerRecord) -> None:
     """A one-time trigger's scheduled occurrence has ended (a run-now does not use it up)."""
-    if state.kind == "scheduled" and trigger.run_at is not None and trigger.cron_expression is None:
-        invocations.use_up_one_time_trigger(runtime, trigger, state.incarnation, state.schedule_version)
+    if (
+        state.kind == "scheduled"
+        and state.schedule_version is not None
+        and trigger.run_at is not None
+        and trigger.cron_expression is None
+    ):
+        cancellation.use_up_one_time(deps, state.tenant_id, state.trigger_id, state.incarnation, state.schedule_version)
 
 
-def conclude(runtime: Runtime, state: ExecutionInput, record: InvocationRecord, trigger: TriggerRecord | None) -> None:
+def conclude(deps: Deps, state: ExecutionInput, record: InvocationRecord, trigger: TriggerRecord | None) -> None:
     """After a run ends: the trigger's lastRun* fields, and a one-time trigger's occurrence is used up."""
     if trigger is None:
         return
-    _use_up(runtime, state, trigger)
-    at = record.scheduled_for
-    actions: list[Action] = [
-        TriggerRecord.last_run_at.set(at),
-        TriggerRecord.last_run_status.set(record.status),
-        TriggerRecord.last_run_conversation_ids.set(list(record.conversation_ids or [])),
-    ]
-    latest = (TriggerRecord.incarnation == state.incarnation) & (
-        TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)
+    _use_up(deps, state, trigger)
+    shown = trigger_store.record_last_run(
+        state.tenant_id,
+        state.trigger_id,
+        state.incarnation,
+        record.scheduled_for,
+        record.status,
+        [str(each) for each in record.conversation_ids or []],
     )
-    if not condition_held(lambda: trigger.update(actions=actions, condition=latest)):
+    if not shown:
         logger.info("lastRun of %s not updated: deleted, re-created, or a later run finished first", trigger.pk)
 
 
 def _finish_without_agent(
-    runtime: Runtime,
+    deps: Deps,
     state: RunState,
     record: InvocationRecord,
     trigger: TriggerRecord | None,
@@ -346,68 +324,65 @@ def _finish_without_agent(
     error: str,
 ) -> RunState:
     """Cancelled (superseded) or skipped before any agent call."""
-    if invocations.finish(runtime, record, status, error):
+    if invocation_store.finish(deps, record, status, error):
         if status == "skipped":
-            conclude(runtime, state, record, trigger)
-        if error == MISSED and trigger is not None:
-            _count_missed(trigger, state.incarnation)
+            conclude(deps, state, record, trigger)
+        if (
+            error == MISSED
+            and trigger is not None
+            and not trigger_store.count_missed(state.tenant_id, state.trigger_id, state.incarnation)
+        ):
+            logger.info("missed run of %s not counted: the trigger was deleted or re-created", trigger.pk)
     else:
-        record.refresh(consistent_read=True)
+        invocation_store.refresh(record)
     return _stopped(state, record.status)
 
 
-def _count_missed(trigger: TriggerRecord, incarnation: str) -> None:
-    """A late occurrence skipped by the missed-run rule counts on its trigger, like one the dispatcher skipped."""
-    add: list[Action] = [TriggerRecord.missed_runs_skipped.add(1)]
-    if not condition_held(lambda: trigger.update(actions=add, condition=TriggerRecord.incarnation == incarnation)):
-        logger.info("missed run of %s not counted: the trigger was deleted or re-created", trigger.pk)
-
-
-def _stand_down(runtime: Runtime, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
+def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
     """Before the first call: a superseded, missed or overlapping occurrence ends here; else it becomes running.
 
     The missed-run rule is checked here, when the run is about to start, because this is where every
     late path ends up: a claim re-driven long after its start failed, a wait resumed after a restart.
     """
     if _superseded_record(record, trigger):
-        return _finish_without_agent(runtime, state, record, trigger, "cancelled", SUPERSEDED)
-    now = runtime.now()
+        return _finish_without_agent(deps, state, record, trigger, "cancelled", SUPERSEDED)
+    now = deps.now()
     if state.kind == "scheduled" and not may_start(
-        stored_schedule(trigger.cron_expression, trigger.cron_timezone, trigger.run_at),
+        schedule_of(trigger),
         record.scheduled_for,
         now,
         int(trigger.catch_up_window_seconds),
     ):
-        return _finish_without_agent(runtime, state, record, trigger, "skipped", MISSED)
-    if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(runtime, record, trigger):
+        return _finish_without_agent(deps, state, record, trigger, "skipped", MISSED)
+    if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(deps, record, trigger):
         return _finish_without_agent(
-            runtime, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
+            deps, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
         )
-    if not _mark_running(record, trigger, runtime.now()):
+    if not invocation_store.mark_running(record, trigger.ref, deps.now()):
         return _stopped(state, record.status)
     return None
 
 
 def _call_agent(
-    runtime: Runtime, agent: Agent, state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int
+    deps: Deps, agent: Agent, state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int
 ) -> dict[str, Any]:
     """One agent call, bounded by the trigger's timeout (and the Task's); returns its `attempts` entry."""
     timeout = min(int(trigger.timeout_seconds), state.attempt_timeout_seconds - TASK_TIMEOUT_MARGIN_SECONDS)
-    started = runtime.now()
+    started = deps.now()
     result = agent.call(_request(state, record, trigger, number), timeout_seconds=max(timeout, 1))
     logger.info("attempt %s of %s: %s", number, state.invocation_id, result.outcome, extra={"http": result.http_status})
-    return _attempt_entry(number, started, runtime.now(), result)
+    return _attempt_entry(number, started, deps.now(), result)
 
 
-def attempt(runtime: Runtime, agent: Agent, state: RunState, rng: Callable[[], float] = random.random) -> RunState:
+def attempt(deps: Deps, agent: Agent, state: RunState, rng: Callable[[], float] = random.random) -> RunState:
     """One agent call for attempt `state.attemptNumber + 1`, recorded; the outcome routes the state machine."""
     number = state.attempt_number + 1
-    record = invocations.load(state.tenant_id, state.trigger_id, state.incarnation, state.invocation_id)
-    if record.status not in invocations.UNFINISHED:
+    record = invocation_store.load(state.tenant_id, state.trigger_id, state.incarnation, state.invocation_id)
+    if record.status not in invocation_store.UNFINISHED:
         return _stopped(state, record.status)
-    trigger = find_trigger(state.tenant_id, state.trigger_id)
+    trigger = trigger_store.find(state.tenant_id, state.trigger_id)
     if trigger is None:
-        return _finish_without_agent(runtime, state, record, None, "cancelled", SUPERSEDED)
+        return _finish_without_agent(deps, state, record, None, "cancelled", SUPERSEDED)
     next_state = state.model_copy(
         update={"attempt_number": number, "attempt_timeout_seconds": attempt_timeout_for(trigger)}
     )
@@ -416,24 +391,24 @@ def attempt(runtime: Runtime, agent: Agent, state: RunState, rng: Callable[[], f
         decision = _decide(trigger, number, str(entry["outcome"]))
     else:
         if record.status == "pending":
-            stood_down = _stand_down(runtime, state, record, trigger)
+            stood_down = _stand_down(deps, state, record, trigger)
             if stood_down is not None:
                 return stood_down
-        entry = _call_agent(runtime, agent, state, record, trigger, number)
+        entry = _call_agent(deps, agent, state, record, trigger, number)
         decision = _decide(trigger, number, str(entry["outcome"]))
-        status = _record_attempt(runtime, record, entry, decision)
-        if status not in invocations.UNFINISHED:
+        status = _record_attempt(deps, record, entry, decision)
+        if status not in invocation_store.UNFINISHED:
             if status in ("completed", "failed"):
-                conclude(runtime, state, record, trigger)
+                conclude(deps, state, record, trigger)
             return _stopped(next_state, status)
     if decision == "retry":
         delay = retry_delay_seconds(int(trigger.retry_delay_seconds), number, rng)
         return next_state.model_copy(update={"outcome": "retry", "retry_delay_seconds": delay})
     # A replayed attempt whose outcome now ends the run (the trigger's maxRetries was lowered meanwhile).
-    if invocations.finish(runtime, record, decision, entry["error"] if decision == "failed" else None):
-        conclude(runtime, state, record, trigger)
+    if invocation_store.finish(deps, record, decision, entry["error"] if decision == "failed" else None):
+        conclude(deps, state, record, trigger)
     else:
-        record.refresh(consistent_read=True)
+        invocation_store.refresh(record)
     return _stopped(next_state, record.status)
 
 
@@ -452,15 +427,15 @@ def _failure_text(failure: dict[str, Any] | None) -> str:
     return text[:MAX_ERROR_CHARS]
 
 
-def finalize(runtime: Runtime, state: RunState) -> RunState:
+def finalize(deps: Deps, state: RunState) -> RunState:
     """A step broke: record the invocation as failed (creating it if Prepare never did), unless already final."""
-    trigger = find_trigger(state.tenant_id, state.trigger_id)
-    record = find_invocation(state) or _ensure_invocation(runtime, state, trigger, None)
+    trigger = trigger_store.find(state.tenant_id, state.trigger_id)
+    record = find_invocation(state) or _ensure_invocation(deps, state, trigger, None)
     error = _failure_text(state.failure)
     logger.warning("runner step failed for %s: %s", state.invocation_id, error)
-    if invocations.finish(runtime, record, "failed", error):
-        record.refresh(consistent_read=True)
-        conclude(runtime, state, record, trigger)
+    if invocation_store.finish(deps, record, "failed", error):
+        invocation_store.refresh(record)
+        conclude(deps, state, record, trigger)
     return state.model_copy(update={"outcome": "failed"})
 
 
@@ -474,7 +449,7 @@ def _ending(ended: EndedExecution) -> tuple[InvocationStatus, str]:
     return "failed", _failure_text({"Error": name, "Cause": cause})
 
 
-def close_ended_execution(runtime: Runtime, ended: EndedExecution) -> ClosedInvocation:
+def close_ended_execution(deps: Deps, ended: EndedExecution) -> ClosedInvocation:
     """Close the invocation of an execution that ended outside the state machine's own paths.
 
     Stopped (console, StopExecution) → cancelled; failed or timed out with the invocation still
@@ -485,13 +460,13 @@ def close_ended_execution(runtime: Runtime, ended: EndedExecution) -> ClosedInvo
     """
     run = ended.input
     record = find_invocation(run)
-    if record is not None and record.status not in invocations.UNFINISHED:
+    if record is not None and record.status not in invocation_store.UNFINISHED:
         return ClosedInvocation(invocation_id=run.invocation_id, status=record.status, closed=False)
-    trigger = find_trigger(run.tenant_id, run.trigger_id)
-    record = record or _ensure_invocation(runtime, run, trigger, ended.execution_arn)
+    trigger = trigger_store.find(run.tenant_id, run.trigger_id)
+    record = record or _ensure_invocation(deps, run, trigger, ended.execution_arn)
     status, error = _ending(ended)
-    closed = invocations.finish(runtime, record, status, error)
-    record.refresh(consistent_read=True)
+    closed = invocation_store.finish(deps, record, status, error)
+    invocation_store.refresh(record)
     if closed:
         logger.warning(
             "execution %s ended %s; invocation %s closed as %s",
@@ -501,7 +476,7 @@ def close_ended_execution(runtime: Runtime, ended: EndedExecution) -> ClosedInvo
             status,
         )
         if status == "failed":
-            conclude(runtime, run, record, trigger)
+            conclude(deps, run, record, trigger)
         elif trigger is not None:
-            _use_up(runtime, run, trigger)
+            _use_up(deps, run, trigger)
     return ClosedInvocation(invocation_id=run.invocation_id, status=record.status, closed=closed)

@@ -21,24 +21,24 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sundial.aws_retry import Backoff
+from sundial.adapters.aws_retry import Backoff
 from sundial.contracts.execution import ExecutionInput
-from sundial.dispatch_store import (
-    Advance,
-    Claim,
-    Cursor,
-    DispatchStore,
-    DueRow,
-    DynamoDispatchStore,
-    ShardMarker,
-    due_row,
-)
+from sundial.deps import Deps
 from sundial.domain.instants import format_instant
 from sundial.domain.missed_runs import catch_up_window
 from sundial.domain.naming import invocation_id_for, scheduled_execution_name
-from sundial.domain.schedule import Schedule, stored_schedule
-from sundial.runtime import Runtime
-from sundial.storage import TriggerRecord, due_shard_for
+from sundial.domain.schedule import Schedule, schedule_of
+from sundial.store.dispatch import (
+    Advance,
+    Claim,
+    DispatchStore,
+    DueRow,
+    DynamoDispatchStore,
+    PageKey,
+    ShardMarker,
+    due_row,
+)
+from sundial.store.records import TriggerRecord, due_shard_for
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +106,6 @@ class Plan:
     skipped: int
 
 
-def schedule_of(row: DueRow) -> Schedule:
-    return stored_schedule(row.cron_expression, row.cron_timezone, row.run_at)
-
-
 def _occurrences_up_to(
     schedule: Schedule, observed: datetime, now: datetime, window: timedelta
 ) -> tuple[datetime, int, datetime | None]:
@@ -148,26 +144,6 @@ def plan(row: DueRow, now: datetime) -> Plan:
     return Plan(None, following, count)
 
 
-def schedule_actions(record: TriggerRecord) -> list[Any]:
-    """Update actions writing a trigger's schedule state (next run, due keys, claim) as `record` holds it."""
-    names = (
-        "schedule_version",
-        "next_run_at",
-        "due_shard",
-        "due_at",
-        "claim_for",
-        "claim_name",
-        "claim_version",
-        "dispatched_for",
-    )
-    actions: list[Any] = []
-    for name in names:
-        value = getattr(record, name)
-        attribute = getattr(TriggerRecord, name)
-        actions.append(attribute.set(value) if value is not None else attribute.remove())
-    return actions
-
-
 @dataclass(frozen=True)
 class StartRequest:
     """A StartExecution call, built before any write so that a bad row cannot leave a claim behind."""
@@ -198,7 +174,7 @@ def start_request(row: DueRow, claim: Claim) -> StartRequest:
 class Dispatcher:
     """Claims and starts due occurrences; one instance per process, any number of them racing."""
 
-    runtime: Runtime
+    deps: Deps
     store: DispatchStore = field(default_factory=DynamoDispatchStore)
     backoff: Backoff = field(default_factory=Backoff)
     start_backoff: Backoff = field(default_factory=lambda: replace(START_BACKOFF))
@@ -209,11 +185,11 @@ class Dispatcher:
         Stops claiming when `remaining_seconds()` falls below the time margin; what is left stays
         in the index for the next tick. A claim already written is always carried through.
         """
-        settings = self.runtime.settings
+        settings = self.deps.settings
         report = TickReport()
         started = time.monotonic()
-        horizon = self.runtime.now() + timedelta(seconds=settings.lookahead_seconds)
-        _ = self.runtime.sfn  # created here: client creation is not thread-safe
+        horizon = self.deps.now() + timedelta(seconds=settings.lookahead_seconds)
+        _ = self.deps.sfn  # created here: client creation is not thread-safe
 
         def low_on_time() -> bool:
             if remaining_seconds() < settings.dispatch_time_margin_seconds:
@@ -249,7 +225,7 @@ class Dispatcher:
         larger one may remain. A tick with a higher configured count raises it, so lowering the count
         later still finds every row.
         """
-        count = self.runtime.settings.due_shard_count
+        count = self.deps.settings.due_shard_count
         retry = self._retrying(self.backoff, report)
         marker = retry.call(self.store.shard_marker)
         if marker is None or marker.shard_count < count:
@@ -264,12 +240,12 @@ class Dispatcher:
         rows with nothing due soon. At most MAX_RESHARD_PER_TICK rows a tick; the rest next tick.
         The marker comes down only when the shards above have read empty for RESHARD_QUIET.
         """
-        count = self.runtime.settings.due_shard_count
+        count = self.deps.settings.due_shard_count
         shards_in_use = marker.shard_count
         retry = self._retrying(self.backoff, report)
         found = 0
         for shard in range(count, shards_in_use):
-            cursor: Cursor | None = None
+            cursor: PageKey | None = None
             while found < MAX_RESHARD_PER_TICK:
                 rows, cursor = retry.call(partial(self.store.shard_page, shard, cursor))
                 for row in rows[: MAX_RESHARD_PER_TICK - found]:
@@ -279,7 +255,7 @@ class Dispatcher:
                         report.add("resharded")
                 if cursor is None:
                     break
-        now = self.runtime.now()
+        now = self.deps.now()
         if found:
             if marker.empty_since is not None:
                 retry.call(lambda: self.store.note_empty(shards_in_use, None))
@@ -291,7 +267,7 @@ class Dispatcher:
             logger.info("due index re-sharded from %s to %s shards", shards_in_use, count)
 
     def _target_shard(self, row: DueRow) -> int:
-        return due_shard_for(row.tenant_id, row.trigger_id, self.runtime.settings.due_shard_count)
+        return due_shard_for(row.tenant_id, row.trigger_id, self.deps.settings.due_shard_count)
 
     def _due_rows(self, until: str, shard_count: int, report: TickReport) -> Iterator[DueRow]:
         """Every shard's due rows merged into one stream in `due_at` order, read a page at a time."""
@@ -299,7 +275,7 @@ class Dispatcher:
         return heapq.merge(*shards, key=lambda row: row.due_at or "")
 
     def _shard_rows(self, shard: int, until: str, report: TickReport) -> Iterator[DueRow]:
-        cursor: Cursor | None = None
+        cursor: PageKey | None = None
         retry = self._retrying(self.backoff, report)
         while True:
             try:
@@ -318,7 +294,7 @@ class Dispatcher:
 
     def handle(self, row: DueRow, horizon: datetime, report: TickReport) -> None:
         """One due row: redrive its expired claim, then claim its occurrence if that is due."""
-        now = self.runtime.now()
+        now = self.deps.now()
         if row.claim is not None:
             if row.due_at is not None and row.due_at > format_instant(now):
                 report.add("in_flight")
@@ -351,7 +327,7 @@ class Dispatcher:
         )
         claim = Claim(step.occurrence, name, row.schedule_version)
         request = start_request(row, claim)
-        lease_until = now + timedelta(seconds=self.runtime.settings.claim_lease_seconds)
+        lease_until = now + timedelta(seconds=self.deps.settings.claim_lease_seconds)
         advance = Advance(step.next_run_at, step.skipped, self._target_shard(row), claim, lease_until)
         if not write.call(lambda: self.store.advance(row, advance)):
             report.add("claim_conflicts")
@@ -368,7 +344,7 @@ class Dispatcher:
         claim = row.claim
         assert claim is not None
         request = start_request(row, claim)
-        lease_until = now + timedelta(seconds=self.runtime.settings.claim_lease_seconds)
+        lease_until = now + timedelta(seconds=self.deps.settings.claim_lease_seconds)
         if not self._retrying(self.backoff, report).call(lambda: self.store.renew_lease(row, lease_until)):
             report.add("claim_conflicts")
             return None
@@ -381,11 +357,11 @@ class Dispatcher:
 
     def start(self, request: StartRequest, report: TickReport) -> None:
         """StartExecution named by the idempotency key; an existing execution means it was already started."""
-        sfn = self.runtime.sfn
+        sfn = self.deps.sfn
         try:
             self._retrying(self.start_backoff, report).call(
                 lambda: sfn.start_execution(
-                    stateMachineArn=self.runtime.settings.state_machine_arn,
+                    stateMachineArn=self.deps.settings.state_machine_arn,
                     name=request.name,
                     input=request.input,
                 )
@@ -394,7 +370,7 @@ class Dispatcher:
             report.add("already_dispatched")
             return
         report.add("dispatched")
-        report.add_lag((self.runtime.clock() - request.scheduled_for).total_seconds())
+        report.add_lag((self.deps.clock() - request.scheduled_for).total_seconds())
 
     def release(self, row: DueRow, claim: Claim, next_run_at: datetime | None, report: TickReport) -> bool:
         """Write 2; a failed condition means an edit, a delete or a redrive already took the claim off."""
@@ -409,40 +385,40 @@ class Dispatcher:
 SHARD_COUNT_RECHECK_SECONDS = 60.0
 
 
-def announce_shard_count(runtime: Runtime) -> None:
+def announce_shard_count(deps: Deps) -> None:
     """Before a writer outside the dispatcher (the API) puts a row into the due index: make sure the
     shard marker covers the count it hashes with, so a row written under a count no dispatcher has
     used yet (a raise rolled back before the next tick) is still read once the count is lower. One
     conditional PutItem at most once a minute per process.
     """
     now = time.monotonic()
-    announced = runtime.shard_count_announced_at
+    announced = deps.shard_count_announced_at
     if announced is not None and now - announced < SHARD_COUNT_RECHECK_SECONDS:
         return
-    DynamoDispatchStore().raise_marker(runtime.settings.due_shard_count)
-    runtime.shard_count_announced_at = now
+    DynamoDispatchStore().raise_marker(deps.settings.due_shard_count)
+    deps.shard_count_announced_at = now
 
 
 # Inside an API request the claim must not use up API Gateway's 30 s; the next tick can retry instead.
 API_START_BUDGET_SECONDS = 3.0
 
 
-def claim_if_due_soon(runtime: Runtime, record: TriggerRecord) -> None:
+def claim_if_due_soon(deps: Deps, record: TriggerRecord) -> None:
     """Claim a just-created or re-scheduled trigger at once when its next run is inside the lookahead.
 
     Same protocol as a tick, so a racing tick cannot double it. Best effort: the trigger is already
     stored, so a failure here is logged and the next tick claims the occurrence instead.
     """
-    settings = runtime.settings
+    settings = deps.settings
     if not record.enabled or record.next_run_at is None or record.claim_name is not None:
         return
     if not settings.state_machine_arn:
         return
-    now = runtime.now()
+    now = deps.now()
     if record.next_run_at > now + timedelta(seconds=settings.lookahead_seconds):
         return
     try:
-        Dispatcher(runtime, start_backoff=replace(START_BACKOFF, budget_seconds=API_START_BUDGET_SECONDS)).claim(
+        Dispatcher(deps, start_backoff=replace(START_BACKOFF, budget_seconds=API_START_BUDGET_SECONDS)).claim(
             due_row(record), now, TickReport()
         )
     except Exception:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import PynamoDBException
 
 T = TypeVar("T")
 THROTTLING_CODES = frozenset(
@@ -25,12 +24,14 @@ THROTTLING_CODES = frozenset(
 )
 
 
-def error_code(error: BaseException) -> str | None:
-    """The AWS error code behind a botocore or pynamodb exception."""
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code"))
-    if isinstance(error, PynamoDBException):
-        return error.cause_response_code
+def error_code(error: BaseException | None) -> str | None:
+    """The AWS error code behind an SDK exception, also one a client library wraps (pynamodb keeps it as `cause`)."""
+    for _hop in range(4):
+        if error is None:
+            return None
+        if isinstance(error, ClientError):
+            return str(error.response.get("Error", {}).get("Code"))
+        error = getattr(error, "cause", None) or error.__cause__
     return None
 
 
@@ -40,7 +41,7 @@ class Backoff:
 
     Gives up after `attempts` tries, or sooner once the next pause would end past `budget_seconds`
     of elapsed time (when set) — the calls' own time included, as measured by `monotonic`. The SDK
-    clients it wraps make one HTTP attempt per call (see sundial.runtime), so every attempt is
+    clients it wraps make one HTTP attempt per call (see sundial.deps), so every attempt is
     one of its tries and the budget bounds them all.
     """
 
@@ -57,7 +58,7 @@ class Backoff:
         for attempt in range(self.attempts):
             try:
                 return operation()
-            except (ClientError, PynamoDBException) as error:
+            except Exception as error:
                 code = error_code(error)
                 if code not in THROTTLING_CODES or attempt == self.attempts - 1:
                     raise

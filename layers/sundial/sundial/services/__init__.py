@@ -1,0 +1,1 @@
+"""Use cases: what the API, the dispatcher and the runner do, over the stores and adapters."""

@@ -1,0 +1,66 @@
+"""Ending runs from outside: cancel one invocation, cancel a trigger's open ones, use up a one-time trigger."""
+
+from __future__ import annotations
+
+import logging
+
+from sundial.adapters.aws_retry import Backoff
+from sundial.deps import Deps
+from sundial.domain.errors import ConflictError
+from sundial.store import invocations as invocation_store
+from sundial.store import triggers as trigger_store
+from sundial.store.records import InvocationRecord, TriggerRecord
+
+logger = logging.getLogger(__name__)
+
+
+def stop_execution(deps: Deps, record: InvocationRecord, cause: str) -> None:
+    """Stop the record's execution if it still runs; an already finished or unknown one is fine."""
+    if not record.execution_arn:
+        return
+    sfn = deps.sfn
+    try:
+        Backoff().call(lambda: sfn.stop_execution(executionArn=record.execution_arn, cause=cause))
+    except sfn.exceptions.ExecutionDoesNotExist:
+        logger.info("execution %s does not exist (not started yet)", record.execution_arn)
+
+
+def use_up_one_time(deps: Deps, tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int) -> bool:
+    """A one-time trigger's scheduled occurrence has ended: disable it, unless it changed since (see the store)."""
+    if trigger_store.use_up_one_time(tenant_id, trigger_id, incarnation, schedule_version, deps.now()):
+        return True
+    logger.info(
+        "trigger %s is not a one-time trigger at schedule version %s; left as it is", trigger_id, schedule_version
+    )
+    return False
+
+
+def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = True) -> InvocationRecord:
+    """pending/running → cancelled and stop its execution; cancelled stays cancelled; finished → 409.
+
+    A cancelled scheduled occurrence of a one-time trigger is used up like one that ran, unless
+    `use_up` is False (a delete or cascade that removes the trigger next).
+    """
+    if record.status == "cancelled":
+        return record
+    if record.status in invocation_store.FINISHED or not invocation_store.finish(deps, record, "cancelled", reason):
+        invocation_store.refresh(record)
+        if record.status == "cancelled":
+            return record
+        raise ConflictError(f"Invocation '{record.invocation_id}' is already {record.status}")
+    if use_up and record.kind == "scheduled" and record.schedule_version is not None:
+        use_up_one_time(deps, record.tenant_id, record.trigger_id, record.incarnation, int(record.schedule_version))
+    stop_execution(deps, record, reason)
+    return record
+
+
+def cancel_all_open(deps: Deps, trigger: TriggerRecord, reason: str) -> int:
+    """Cancel every unfinished invocation of a trigger that is about to be deleted; returns how many."""
+    cancelled = 0
+    for record in invocation_store.open_invocations(trigger.tenant_id, trigger.trigger_id, trigger.incarnation):
+        try:
+            cancel(deps, record, reason, use_up=False)
+        except ConflictError:
+            continue
+        cancelled += 1
+    return cancelled

@@ -1,0 +1,232 @@
+"""Invocation records: creation, the open-runs register, state changes and reads.
+
+Their ids and execution names come from `sundial.domain.naming`, so a re-driven claim or a repeated
+run-now request finds what the first one made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist
+
+from sundial.contracts.api import InvocationKind, InvocationStatus
+from sundial.deps import Deps
+from sundial.domain.errors import NotFoundError
+from sundial.domain.naming import execution_arn_for
+from sundial.domain.retry_policy import UNFINISHED_RETENTION
+from sundial.store.records import (
+    OPEN_REGISTER_KEY,
+    IdempotencyRecord,
+    InvocationRecord,
+    OpenRegisterRecord,
+    condition_held,
+    invocation_partition,
+)
+
+UNFINISHED: frozenset[str] = frozenset({"pending", "running"})
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "skipped"})
+
+
+def expiry_for(deps: Deps, moment: datetime, *, finished: bool) -> datetime:
+    """When TTL may delete a record: the retention after it finished, and never while its run may still go on."""
+    retention = timedelta(days=deps.settings.invocation_retention_days)
+    return moment + retention if finished else moment + max(retention, UNFINISHED_RETENTION)
+
+
+def new_invocation(
+    deps: Deps,
+    *,
+    tenant_id: str,
+    project_id: str,
+    agent_id: str,
+    trigger_id: str,
+    incarnation: str,
+    kind: InvocationKind,
+    invocation_id: str,
+    idempotency_key: str,
+    scheduled_for: datetime,
+    ref: str,
+    execution_name: str,
+    schedule_version: int | None = None,
+    rerun_of: str | None = None,
+    execution_arn: str | None = None,
+) -> InvocationRecord:
+    """A pending record; `execution_arn` defaults to the one `execution_name` gets in the configured machine."""
+    now = deps.now()
+    key = invocation_partition(tenant_id, trigger_id, incarnation)
+    if execution_arn is None and deps.settings.state_machine_arn:
+        execution_arn = execution_arn_for(deps.settings.state_machine_arn, execution_name)
+    return InvocationRecord(
+        key,
+        invocation_id,
+        tenant_id=tenant_id,
+        project_id=project_id,
+        agent_id=agent_id,
+        trigger_id=trigger_id,
+        incarnation=incarnation,
+        kind=kind,
+        status="pending",
+        scheduled_for=scheduled_for,
+        created_at=now,
+        attempt_number=0,
+        attempts=[],
+        conversation_ids=[],
+        ref=ref,
+        idempotency_key=idempotency_key,
+        execution_name=execution_name,
+        execution_arn=execution_arn,
+        schedule_version=schedule_version,
+        rerun_of=rerun_of,
+        expires_at=expiry_for(deps, now, finished=False),
+    )
+
+
+def _register(deps: Deps, partition: str, invocation_id: str, *, add: bool) -> None:
+    """Add an id to (or drop it from) its incarnation's register of unfinished invocations."""
+    register = OpenRegisterRecord(partition)
+    ids = {invocation_id}
+    if add:
+        expires = expiry_for(deps, deps.now(), finished=False)
+        register.update(actions=[OpenRegisterRecord.open_ids.add(ids), OpenRegisterRecord.expires_at.set(expires)])
+    else:
+        register.update(actions=[OpenRegisterRecord.open_ids.delete(ids)])
+
+
+def put_if_absent(deps: Deps, record: InvocationRecord) -> bool:
+    """Register the record as unfinished, then create it unless it exists; True when this call created it.
+
+    Registered first, so no moment exists where it is pending but unregistered; a crash in between
+    leaves an id with no record, which readers pass over.
+    """
+    _register(deps, record.trigger_key, record.invocation_id, add=True)
+    return condition_held(lambda: record.save(condition=InvocationRecord.invocation_id.does_not_exist()))
+
+
+def load(tenant_id: str, trigger_id: str, incarnation: str, invocation_id: str) -> InvocationRecord:
+    partition = invocation_partition(tenant_id, trigger_id, incarnation)
+    try:
+        return InvocationRecord.get(partition, invocation_id, consistent_read=True)
+    except DoesNotExist:
+        raise NotFoundError(f"Invocation '{invocation_id}' not found") from None
+
+
+@dataclass(frozen=True)
+class AttemptWrite:
+    """An invocation's attempts after one more was made: written with its end, or alone when the run goes on."""
+
+    attempts: list[dict[str, Any]]
+    attempt_number: int
+    conversation_ids: list[str] = field(default_factory=list)
+
+    def actions(self) -> list[Any]:
+        conversation_ids: Any = self.conversation_ids  # pynamodb's stubs type it as a list of attributes
+        return [
+            InvocationRecord.attempts.set(self.attempts),
+            InvocationRecord.attempt_number.set(self.attempt_number),
+            InvocationRecord.conversation_ids.set(conversation_ids),
+        ]
+
+
+def finish(
+    deps: Deps,
+    record: InvocationRecord,
+    status: InvocationStatus,
+    error: str | None = None,
+    attempt: AttemptWrite | None = None,
+    only_from: Collection[str] = UNFINISHED,
+) -> bool:
+    """Move an unfinished invocation to a final status (with `attempt` recorded in the same write).
+
+    False when it was already final: a cancellation is never overwritten. `only_from` narrows the
+    statuses it may leave (e.g. only `pending`, for a run that must not be stopped once running).
+    The retention clock starts at the end, so a long run is never deleted before its history is kept.
+    """
+    now = deps.now()
+    actions: list[Any] = [
+        *(attempt.actions() if attempt is not None else []),
+        InvocationRecord.status.set(status),
+        InvocationRecord.completed_at.set(now),
+        InvocationRecord.expires_at.set(expiry_for(deps, now, finished=True)),
+    ]
+    if error is not None:
+        actions.append(InvocationRecord.error.set(error))
+    if not condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from))):
+        return False
+    _register(deps, record.trigger_key, record.invocation_id, add=False)
+    return True
+
+
+def open_invocations(tenant_id: str, trigger_id: str, incarnation: str) -> list[InvocationRecord]:
+    """An incarnation's pending/running invocations, oldest first, by strongly consistent reads.
+
+    The register may still name a run that finished a moment ago (its finish and its deregistration
+    are two writes), or one whose record is not written yet: each is read again and kept only if open.
+    """
+    partition = invocation_partition(tenant_id, trigger_id, incarnation)
+    try:
+        register = OpenRegisterRecord.get(partition, OPEN_REGISTER_KEY, consistent_read=True)
+    except DoesNotExist:
+        return []
+    found: list[InvocationRecord] = []
+    for invocation_id in sorted(register.open_ids or ()):
+        try:
+            record = InvocationRecord.get(partition, invocation_id, consistent_read=True)
+        except DoesNotExist:
+            continue
+        if record.status in UNFINISHED:
+            found.append(record)
+    return found
+
+
+def save_attempt(record: InvocationRecord, attempt: AttemptWrite) -> None:
+    """Record an attempt of a run that goes on (a retry follows, or a cancel landed during the call)."""
+    record.update(actions=attempt.actions())
+
+
+def refresh(record: InvocationRecord) -> None:
+    """Read the record again, strongly consistent: after a conditional write lost to another one."""
+    record.refresh(consistent_read=True)
+
+
+def mark_running(record: InvocationRecord, ref: str, now: datetime) -> bool:
+    """pending → running (with the trigger's current ref); False when it was cancelled or finished meanwhile."""
+    actions: list[Any] = [
+        InvocationRecord.status.set("running"),
+        InvocationRecord.started_at.set(now),
+        InvocationRecord.ref.set(ref),
+    ]
+    if condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status == "pending")):
+        return True
+    refresh(record)
+    return record.status == "running"
+
+
+def history_page(
+    partition: str, low_key: str, high_key: str, status: str | None, limit: int, start: dict[str, str] | None
+) -> list[InvocationRecord]:
+    """Up to `limit` invocations of an incarnation with ids in [low_key, high_key], newest first, after `start`."""
+    return list(
+        InvocationRecord.query(
+            partition,
+            range_key_condition=InvocationRecord.invocation_id.between(low_key, high_key),
+            filter_condition=(InvocationRecord.status == status) if status else None,
+            scan_index_forward=False,
+            limit=limit,
+            last_evaluated_key={name: {"S": value} for name, value in start.items()} if start else None,
+        )
+    )
+
+
+def idempotent_target(partition: str, key_hash: str, candidate_id: str, expires_at: datetime) -> str:
+    """The invocation id an idempotency key stands for: `candidate_id` if this call is the key's first use."""
+    mapping = IdempotencyRecord(
+        f"{partition}#idempotency", key_hash, target_invocation_id=candidate_id, expires_at=expires_at
+    )
+    if condition_held(lambda: mapping.save(condition=IdempotencyRecord.invocation_id.does_not_exist())):
+        return candidate_id
+    stored = IdempotencyRecord.get(mapping.trigger_key, key_hash, consistent_read=True)
+    return str(stored.target_invocation_id)

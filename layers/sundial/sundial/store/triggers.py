@@ -1,0 +1,136 @@
+"""Trigger records: reads, the conditional writes that keep their schedule state whole, and listings.
+
+Services change a record's attributes in memory and hand it here with the names they changed; every
+write is one conditional DynamoDB request, so a concurrent edit, delete or re-creation is noticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist
+
+from sundial.contracts.api import AgentPath
+from sundial.domain.errors import NotFoundError
+from sundial.store.records import TriggerRecord, condition_held, trigger_pk
+
+# The attributes that together say when a trigger runs next and which occurrence is claimed.
+SCHEDULE_STATE = (
+    "schedule_version",
+    "next_run_at",
+    "due_shard",
+    "due_at",
+    "claim_for",
+    "claim_name",
+    "claim_version",
+    "dispatched_for",
+)
+
+
+def find(tenant_id: str, trigger_id: str) -> TriggerRecord | None:
+    """The trigger by a strongly consistent read, or None."""
+    try:
+        return TriggerRecord.get(trigger_pk(tenant_id, trigger_id), consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def load(path: AgentPath, trigger_id: str) -> TriggerRecord:
+    """The trigger at this path; one under another project or agent is reported as not found."""
+    record = find(path.tenant_id, trigger_id)
+    if record is None or (record.project_id, record.agent_id) != (path.project_id, path.agent_id):
+        raise NotFoundError(f"Trigger '{trigger_id}' not found")
+    return record
+
+
+def create(record: TriggerRecord) -> bool:
+    """Write a new trigger; False when its id is already taken in the tenant."""
+    return condition_held(lambda: record.save(condition=TriggerRecord.pk.does_not_exist()))
+
+
+def _set_or_remove(record: TriggerRecord, name: str) -> Any:
+    """The update action that stores the record's value of `name`, removing the attribute for None."""
+    attribute = getattr(TriggerRecord, name)
+    value = getattr(record, name)
+    return attribute.set(value) if value is not None else attribute.remove()
+
+
+def save_changes(record: TriggerRecord, names: Iterable[str], expected_revision: int) -> bool:
+    """Write the named attributes as `record` holds them, if nobody changed the trigger since `expected_revision`."""
+    actions = [_set_or_remove(record, name) for name in dict.fromkeys(names)]
+    return condition_held(lambda: record.update(actions=actions, condition=TriggerRecord.revision == expected_revision))
+
+
+def delete(record: TriggerRecord) -> None:
+    record.delete()
+
+
+def project_page(partition: str, agent_id: str | None, limit: int, start: dict[str, str] | None) -> list[TriggerRecord]:
+    """Up to `limit` triggers of a project (or of one agent in it) after `start`, by agent then id."""
+    condition = TriggerRecord.agent_trigger.startswith(f"{agent_id}#") if agent_id is not None else None
+    return list(
+        TriggerRecord.by_project.query(
+            partition,
+            range_key_condition=condition,
+            limit=limit,
+            last_evaluated_key={name: {"S": value} for name, value in start.items()} if start else None,
+        )
+    )
+
+
+def agent_triggers(partition: str, agent_id: str) -> Iterator[TriggerRecord]:
+    """Every trigger of one agent in a project."""
+    return TriggerRecord.by_project.query(
+        partition, range_key_condition=TriggerRecord.agent_trigger.startswith(f"{agent_id}#")
+    )
+
+
+def use_up_one_time(tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, now: datetime) -> bool:
+    """A one-time trigger's occurrence has ended: enabled=false and out of the due index (SPEC §4).
+
+    One conditional write, which leaves alone a cron trigger, a trigger re-scheduled since the claim
+    (every change of runAt or enabled bumps schedule_version) and a re-created one (another
+    incarnation). True when it disabled the trigger.
+    """
+    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
+    actions: list[Any] = [
+        TriggerRecord.enabled.set(False),
+        TriggerRecord.schedule_version.add(1),
+        TriggerRecord.revision.add(1),
+        TriggerRecord.updated_at.set(now),
+        TriggerRecord.next_run_at.remove(),
+        TriggerRecord.due_shard.remove(),
+        TriggerRecord.due_at.remove(),
+    ]
+    unchanged_one_time = (
+        (TriggerRecord.incarnation == incarnation)
+        & (TriggerRecord.schedule_version == schedule_version)
+        & TriggerRecord.run_at.exists()
+    )
+    return condition_held(lambda: trigger.update(actions=actions, condition=unchanged_one_time))
+
+
+def record_last_run(
+    tenant_id: str, trigger_id: str, incarnation: str, at: datetime, status: str, conversation_ids: list[str]
+) -> bool:
+    """Show a finished run on its trigger, unless a later one is already shown or the trigger was re-created."""
+    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
+    ids: Any = list(conversation_ids)  # pynamodb's stubs type a list of strings as a list of attributes
+    actions: list[Any] = [
+        TriggerRecord.last_run_at.set(at),
+        TriggerRecord.last_run_status.set(status),
+        TriggerRecord.last_run_conversation_ids.set(ids),
+    ]
+    latest = (TriggerRecord.incarnation == incarnation) & (
+        TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)
+    )
+    return condition_held(lambda: trigger.update(actions=actions, condition=latest))
+
+
+def count_missed(tenant_id: str, trigger_id: str, incarnation: str) -> bool:
+    """Add one to the incarnation's missedRunsSkipped; False when the trigger is gone or re-created."""
+    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
+    add: list[Any] = [TriggerRecord.missed_runs_skipped.add(1)]
+    return condition_held(lambda: trigger.update(actions=add, condition=TriggerRecord.incarnation == incarnation))
