@@ -213,7 +213,7 @@ class ModelStore:
             )
             item.missed_runs_skipped += step.skipped
             item.shard = None if due_at is None else step.shard
-            if step.finished:
+            if step.finished is not None:
                 item.enabled = False
                 item.row = replace(item.row, schedule_version=item.row.schedule_version + 1)
 

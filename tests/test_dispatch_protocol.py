@@ -195,13 +195,15 @@ def test_after_a_three_hour_outage_only_the_latest_missed_run_may_catch_up(
 def test_a_one_time_trigger_missed_beyond_its_window_is_skipped_and_disabled(env: DispatchEnv) -> None:
     trigger_id = create(env, run_at=at(START), catch_up_window_seconds=600)
 
-    report = tick_at(env, START + timedelta(minutes=11))
+    tick_time = START + timedelta(minutes=11)
+    report = tick_at(env, tick_time)
 
     assert report.counts == {"due": 1, "missed_skipped": 1}
     assert executions(env) == []
     record = stored(trigger_id)
     assert (record.enabled, record.next_run_at, record.due_at, record.missed_runs_skipped) == (False, None, None, 1)
-    assert (record.schedule_version, record.revision) == (2, 1), "like an edit of `enabled`, but not an API edit"
+    # The same write as after a run (store.triggers.used_up_actions): an edit read before it now conflicts.
+    assert (record.schedule_version, record.revision, record.updated_at) == (2, 2, tick_time)
 
 
 def test_a_tick_stops_claiming_when_time_runs_low_and_the_next_tick_finishes(env: DispatchEnv) -> None:

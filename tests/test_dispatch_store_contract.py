@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sundial.domain.instants import format_instant
 from sundial.store.dispatch import Advance, Claim, DispatchStore, DueRow, DynamoDispatchStore, ShardMarker, due_row
-from sundial.store.records import TriggerRecord, trigger_pk
+from sundial.store.records import SHARD_MARKER_PK, TriggerRecord, trigger_pk
 
 from bench.dispatch_bench import Item, ModelClock, ModelStore
 from tests.conftest import START, FakeClock
@@ -74,6 +74,9 @@ class Pair:
             row = self._real_row(trigger_id)
             self.model.items[row.pk] = Item(replace(row, due_shard=None), row.due_shard)
             self.read[0, name] = self.read[1, name] = row
+        # Creating a trigger may announce the shard count (at most once a minute of real time per
+        # process); the model store starts without a marker, so the real one must too.
+        env.dynamodb.delete_item(TableName=table, Key={"pk": {"S": SHARD_MARKER_PK}})
 
     @staticmethod
     def _real_row(trigger_id: str) -> DueRow:

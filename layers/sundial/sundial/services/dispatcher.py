@@ -315,7 +315,7 @@ class Dispatcher:
         step = plan(row, now)
         write = self._retrying(self.backoff, report)
         if step.occurrence is None:
-            finished = row.run_at is not None and step.next_run_at is None
+            finished = now if row.run_at is not None and step.next_run_at is None else None
             advance = Advance(step.next_run_at, step.skipped, self._target_shard(row), finished=finished)
             if write.call(lambda: self.store.advance(row, advance)):
                 report.add("missed_skipped", step.skipped)

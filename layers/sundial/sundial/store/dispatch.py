@@ -17,6 +17,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from sundial.domain.instants import format_instant
 from sundial.store.records import ShardMarkerRecord, TriggerRecord, condition_held
+from sundial.store.triggers import used_up_actions
 
 QUERY_PAGE_SIZE = 1000
 PageKey = dict[str, Any]  # where a shard's query continues: DynamoDB's LastEvaluatedKey
@@ -68,8 +69,8 @@ class Advance:
     """Write 1: move `next_run_at` past the observed occurrence, with a leased claim or without one.
 
     `shard` is the due shard the row belongs in under the current shard count (re-shard on write).
-    `finished` marks a one-time trigger whose only occurrence was skipped: it is disabled, as a
-    one-time trigger is once its run is over.
+    `finished` (the time it happened) marks a one-time trigger whose only occurrence was skipped: it
+    is disabled, as a one-time trigger is once its run is over.
     """
 
     next_run_at: datetime | None
@@ -77,7 +78,7 @@ class Advance:
     shard: int
     claim: Claim | None = None
     lease_until: datetime | None = None
-    finished: bool = False
+    finished: datetime | None = None
 
 
 class DispatchStore(Protocol):
@@ -178,13 +179,14 @@ class DynamoDispatchStore:
             & (TriggerRecord.schedule_version == row.schedule_version)
             & TriggerRecord.claim_name.does_not_exist()
         )
-        actions: list[Any] = [
+        actions: list[Any] = [TriggerRecord.missed_runs_skipped.add(step.skipped)] if step.skipped else []
+        if step.finished is not None:
+            return self._update(row.pk, [*actions, *used_up_actions(step.finished)], condition)
+        actions.append(
             TriggerRecord.next_run_at.set(step.next_run_at)
             if step.next_run_at is not None
             else TriggerRecord.next_run_at.remove()
-        ]
-        if step.skipped:
-            actions.append(TriggerRecord.missed_runs_skipped.add(step.skipped))
+        )
         if step.claim is not None:
             assert step.lease_until is not None
             actions += [
@@ -197,8 +199,6 @@ class DynamoDispatchStore:
             ]
         else:
             actions += _next_run_actions(step.next_run_at, step.shard)
-        if step.finished:
-            actions += [TriggerRecord.enabled.set(False), TriggerRecord.schedule_version.add(1)]
         return self._update(row.pk, actions, condition)
 
     def renew_lease(self, row: DueRow, lease_until: datetime) -> bool:

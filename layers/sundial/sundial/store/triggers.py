@@ -87,15 +87,13 @@ def agent_triggers(partition: str, agent_id: str) -> Iterator[TriggerRecord]:
     )
 
 
-def use_up_one_time(tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, now: datetime) -> bool:
-    """A one-time trigger's occurrence has ended: enabled=false and out of the due index (SPEC §4).
+def used_up_actions(now: datetime) -> list[Any]:
+    """Disable a one-time trigger whose occurrence is over (ran, failed, was cancelled or missed; SPEC §4).
 
-    One conditional write, which leaves alone a cron trigger, a trigger re-scheduled since the claim
-    (every change of runAt or enabled bumps schedule_version) and a re-created one (another
-    incarnation). True when it disabled the trigger.
+    The one rule behind both writes that do it: the runner's, after a run, and the dispatcher's,
+    when the only occurrence was missed.
     """
-    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
-    actions: list[Any] = [
+    return [
         TriggerRecord.enabled.set(False),
         TriggerRecord.schedule_version.add(1),
         TriggerRecord.revision.add(1),
@@ -104,6 +102,17 @@ def use_up_one_time(tenant_id: str, trigger_id: str, incarnation: str, schedule_
         TriggerRecord.due_shard.remove(),
         TriggerRecord.due_at.remove(),
     ]
+
+
+def use_up_one_time(tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, now: datetime) -> bool:
+    """A one-time trigger's occurrence has ended: enabled=false and out of the due index (SPEC §4).
+
+    One conditional write, which leaves alone a cron trigger, a trigger re-scheduled since the claim
+    (every change of runAt or enabled bumps schedule_version) and a re-created one (another
+    incarnation). True when it disabled the trigger.
+    """
+    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
+    actions = used_up_actions(now)
     unchanged_one_time = (
         (TriggerRecord.incarnation == incarnation)
         & (TriggerRecord.schedule_version == schedule_version)
