@@ -7,8 +7,6 @@ UV := .tools/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
-# Import the shared package and the function modules as Lambda does (the same list as pytest's pythonpath).
-export PYTHONPATH := $(CURDIR)/layers/sundial:$(CURDIR)/functions/api:$(CURDIR)/functions/dispatch:$(CURDIR)/functions/runner:$(CURDIR)
 
 .PHONY: help dev test lint typecheck unit e2e soak bench build openapi token invoke clean
 
@@ -21,6 +19,7 @@ $(UV):
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --quiet
+	$(BIN)/python scripts/module_path.py
 	@touch $@
 
 dev: $(VENV)/.synced ## Run the whole system locally (emulated AWS, API, dispatcher, runner, demo agent)
@@ -34,7 +33,7 @@ lint: $(VENV)/.synced ## ruff lint and format check, and the package's layering 
 	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.synced ## mypy
-	$(BIN)/mypy
+	MYPYPATH="$$($(BIN)/python scripts/module_path.py --print)" $(BIN)/mypy
 
 unit: $(VENV)/.synced ## Every test but the end-to-end ones, in parallel (a file's tests stay on one worker)
 	$(BIN)/pytest -n 2 --dist loadfile -q -m "not e2e"

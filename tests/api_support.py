@@ -23,6 +23,7 @@ from sundial_local.template import create_state_machine, create_tables
 from tests.conftest import (
     ACCOUNT,
     BASE,
+    MOTO_RECORDING_ONLY,
     REGION,
     RUNNER_FUNCTION_ARNS,
     START,
@@ -32,8 +33,6 @@ from tests.conftest import (
     make_settings,
 )
 
-# The API tests never need the runner to execute: runs are recorded and started, not carried out.
-NO_EXECUTION_CONFIG: Any = {"stepfunctions": {"execute_state_machine": False}, "lambda": {"use_docker": False}}
 PROJECT_BASE = "/tenants/acme/projects/website/scheduled-triggers"
 DAILY = {"name": "Daily report", "cronExpression": "0 9 * * *"}
 UTC_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -56,7 +55,7 @@ class WarmAws:
     @classmethod
     @contextmanager
     def start(cls) -> Iterator[WarmAws]:
-        with mock_aws(config=NO_EXECUTION_CONFIG):
+        with mock_aws(config=MOTO_RECORDING_ONLY):
             dynamodb = boto3.client("dynamodb", region_name=REGION)
             sfn = boto3.client("stepfunctions", region_name=REGION)
             clock = FakeClock()
@@ -74,11 +73,6 @@ class WarmAws:
         self.stack.clock.set(START)
         self.stack.extra.clear()
         return self.stack
-
-
-def claims(sub: str = "alice", roles: str | list[str] = "[editor]", tenant: str = "acme") -> dict[str, Any]:
-    """Verified JWT claims as API Gateway's authorizer passes them (roles flattened to "[a b]" by default)."""
-    return {"sub": sub, "tenant_id": tenant, "roles": roles}
 
 
 def trigger_path(trigger_id: str, base: str = BASE) -> str:

@@ -27,6 +27,9 @@ from sundial_local.template import create_state_machine, create_tables
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 RUNNER_FUNCTION_ARNS = runner_function_arns()
+# moto with the local stack's settings, but recording executions instead of running them: the tests
+# that use it drive the runner's steps themselves.
+MOTO_RECORDING_ONLY: Any = {**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": False}}
 START = datetime(2026, 11, 26, 15, 0, 0, tzinfo=UTC)
 
 
@@ -124,7 +127,8 @@ class ApiResponse:
         return error
 
 
-def token_claims(tenant: str = "acme", sub: str = "alice", roles: str | list[str] = "[editor]") -> dict[str, Any]:
+def token_claims(sub: str = "alice", roles: str | list[str] = "[editor]", tenant: str = "acme") -> dict[str, Any]:
+    """Verified JWT claims as API Gateway's authorizer passes them (roles flattened to "[a b]" by default)."""
     return {"sub": sub, "tenant_id": tenant, "roles": roles}
 
 

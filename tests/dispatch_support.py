@@ -33,9 +33,8 @@ from sundial.store.dispatch import DispatchStore, DueRow, DynamoDispatchStore
 from sundial.store.records import ShardMarkerRecord, TriggerRecord, due_shard_for, trigger_pk
 
 from sundial_local.template import create_state_machine, create_tables
-from tests.conftest import REGION, RUNNER_FUNCTION_ARNS, FakeClock, make_settings
+from tests.conftest import MOTO_RECORDING_ONLY, REGION, RUNNER_FUNCTION_ARNS, FakeClock, make_settings
 
-RECORDING_ONLY: Any = {"stepfunctions": {"execute_state_machine": False}}
 PATH = AgentPath("acme", "website", "reporter")
 EDITOR = Principal("alice", "acme", frozenset({"editor"}))
 
@@ -79,7 +78,7 @@ def dispatch_env(clock: FakeClock, **overrides: Any) -> Iterator[DispatchEnv]:
     spend less time fighting over the GIL.
     """
     overrides = {"DISPATCH_CONCURRENCY": 4, **overrides}
-    with mock_aws(config=RECORDING_ONLY), one_request_at_a_time():
+    with mock_aws(config=MOTO_RECORDING_ONLY), one_request_at_a_time():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         sfn = boto3.client("stepfunctions", region_name=REGION)
         settings = make_settings("", **overrides)

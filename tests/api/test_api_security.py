@@ -20,13 +20,12 @@ from tests.api_support import (
     DAILY,
     PROJECT_BASE,
     assert_error,
-    claims,
     raw_trigger,
     scan,
     seed_invocation,
     trigger_path,
 )
-from tests.conftest import BASE, START, ApiClient, ApiResponse, Stack, make_settings
+from tests.conftest import BASE, START, ApiClient, ApiResponse, Stack, make_settings, token_claims
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -152,7 +151,7 @@ def _caller(role: str | None, form: str) -> dict[str, Any] | None:
         return None
     names = [] if role == "none" else [role]
     roles_claim: str | list[str] = names if form == "list" else f"[{' '.join(names)}]"
-    return claims(SUBJECT_BY_ROLE.get(role, "nobody"), roles_claim)
+    return token_claims(SUBJECT_BY_ROLE.get(role, "nobody"), roles_claim)
 
 
 CALLERS = [
@@ -185,7 +184,7 @@ def test_every_route_by_role(
 
 @pytest.mark.parametrize("route", [route for route in TENANT_ROUTES if route.writes], ids=lambda route: route.name)
 def test_a_viewer_is_refused_before_the_request_is_validated(api: ApiClient, seeded: Seeded, route: Route) -> None:
-    viewer = claims("victor", "[viewer]")
+    viewer = token_claims("victor", "[viewer]")
     refused = api.request(route.method, route.url(seeded), route.body, claims=viewer)
     assert_error(refused, 403, "forbidden")
     for probe in (
@@ -198,7 +197,9 @@ def test_a_viewer_is_refused_before_the_request_is_validated(api: ApiClient, see
 
 def test_roles_claim_with_several_roles_in_either_form(api: ApiClient, seeded: Seeded) -> None:
     for roles_claim in ("[viewer editor]", ["viewer", "editor"]):
-        response = api.request("PATCH", T1, {"description": str(roles_claim)}, claims=claims("alice", roles_claim))
+        response = api.request(
+            "PATCH", T1, {"description": str(roles_claim)}, claims=token_claims("alice", roles_claim)
+        )
         assert response.status == 200, (roles_claim, response.body)
     unknown: list[Any] = ["[superuser]", ["root"], "", None, 7, "[]", []]
     for roles in unknown:
@@ -225,7 +226,7 @@ def test_a_role_is_granted_only_by_an_exact_match(api: ApiClient, seeded: Seeded
     """Loose matching once let `["no admin"]` or `"[viewer] admin"` act as admin (SPEC §8)."""
     caller = {"sub": "mallory", "tenant_id": "acme", "roles": roles_claim}
     assert_error(api.request("DELETE", T1, claims=caller), 403, "forbidden")
-    assert api.request("GET", T1, claims=claims("alice", "[viewer]")).status == 200
+    assert api.request("GET", T1, claims=token_claims("alice", "[viewer]")).status == 200
 
 
 @pytest.mark.parametrize(
@@ -251,7 +252,7 @@ def test_tenant_claim_name_is_configurable(
     monkeypatch.setattr(api_handler, "deps", lambda: custom)
 
     assert api.request("GET", T1, claims={"sub": "alice", "custom:org": "acme", "roles": "[viewer]"}).status == 200
-    assert_error(api.request("GET", T1, claims=claims("alice", "[viewer]")), 401, "unauthorized")
+    assert_error(api.request("GET", T1, claims=token_claims("alice", "[viewer]")), 401, "unauthorized")
 
 
 # --- who may change a trigger ------------------------------------------------------------------
@@ -273,7 +274,9 @@ BY_WHO_MAY_CHANGE_T2 = pytest.mark.parametrize(
 @pytest.fixture
 def run_as_bob(api: ApiClient, stack: Stack) -> str:
     """t2: created by carol (an admin) to run as bob."""
-    created = api.request("POST", BASE, {"id": "t2", **DAILY, "runAsUserId": "bob"}, claims=claims("carol", "[admin]"))
+    created = api.request(
+        "POST", BASE, {"id": "t2", **DAILY, "runAsUserId": "bob"}, claims=token_claims("carol", "[admin]")
+    )
     assert created.status == 201, created.body
     return trigger_path("t2")
 
@@ -282,7 +285,7 @@ def run_as_bob(api: ApiClient, stack: Stack) -> str:
 def test_only_admin_creator_or_run_as_user_may_change_a_trigger(
     api: ApiClient, stack: Stack, run_as_bob: str, sub: str, roles: str, allowed: bool
 ) -> None:
-    caller = claims(sub, roles)
+    caller = token_claims(sub, roles)
     patched = api.request("PATCH", run_as_bob, {"description": f"by {sub}"}, claims=caller)
     if allowed:
         assert patched.status == 200, patched.body
@@ -297,8 +300,8 @@ def test_only_admin_creator_or_run_as_user_may_change_a_trigger(
 
 
 def test_a_creator_who_lost_the_editor_role_may_not_change_it(api: ApiClient, seeded: Seeded) -> None:
-    assert_error(api.request("PATCH", T1, {"name": "x"}, claims=claims("alice", "[viewer]")), 403, "forbidden")
-    assert api.request("PATCH", T1, {"name": "x"}, claims=claims("alice", "[editor]")).status == 200
+    assert_error(api.request("PATCH", T1, {"name": "x"}, claims=token_claims("alice", "[viewer]")), 403, "forbidden")
+    assert api.request("PATCH", T1, {"name": "x"}, claims=token_claims("alice", "[editor]")).status == 200
 
 
 @BY_WHO_MAY_CHANGE_T2
@@ -307,7 +310,7 @@ def test_only_who_may_change_a_trigger_may_run_it_now_or_rerun_it(
 ) -> None:
     """A run executes as the trigger's runAs user (bob): nobody else may set one off (SPEC §8)."""
     finished = seed_invocation(stack, "t2", START - timedelta(days=1), "completed")
-    caller = claims(sub, roles)
+    caller = token_claims(sub, roles)
     run = api.request("POST", f"{run_as_bob}/run", claims=caller, headers={"Idempotency-Key": f"k-{sub}"})
     rerun = api.request("POST", f"{run_as_bob}/invocations/{finished.invocation_id}/rerun", claims=caller)
     if allowed:
@@ -315,7 +318,7 @@ def test_only_who_may_change_a_trigger_may_run_it_now_or_rerun_it(
         return
     assert_error(run, 403, "forbidden")
     assert_error(rerun, 403, "forbidden")
-    listed = api.request("GET", f"{run_as_bob}/invocations", claims=claims("carol", "[admin]"))
+    listed = api.request("GET", f"{run_as_bob}/invocations", claims=token_claims("carol", "[admin]"))
     assert [item["id"] for item in listed.body["data"]] == [finished.invocation_id]
 
 
@@ -332,7 +335,7 @@ def test_only_who_may_change_a_trigger_may_run_it_now_or_rerun_it(
     ],
 )
 def test_run_as_user_rules(api: ApiClient, stack: Stack, sub: str, roles: str, run_as: str, status: int) -> None:
-    caller = claims(sub, roles)
+    caller = token_claims(sub, roles)
     created = api.request("POST", BASE, {"id": "c1", **DAILY, "runAsUserId": run_as}, claims=caller)
     if status == 201:
         assert created.status == 201, created.body
@@ -349,7 +352,7 @@ def test_run_as_user_rules(api: ApiClient, stack: Stack, sub: str, roles: str, r
 
 # --- tenant isolation --------------------------------------------------------------------------
 
-INTRUDER = claims("mallory", "[admin]", tenant="globex")
+INTRUDER = token_claims("mallory", "[admin]", tenant="globex")
 LARGE = "x" * (70 * 1024)
 
 
@@ -393,7 +396,7 @@ def test_a_tenant_path_is_checked_before_the_project_and_agent_exist(api: ApiCli
 
 def test_a_tenant_sees_only_its_own_triggers(api: ApiClient, stack: Stack, seeded: Seeded) -> None:
     globex_base = BASE.replace("acme", "globex")
-    globex = claims("mallory", "[admin]", tenant="globex")
+    globex = token_claims("mallory", "[admin]", tenant="globex")
     assert api.request("POST", globex_base, {"id": "g1", **DAILY}, claims=globex).status == 201
 
     assert [item["id"] for item in api.request("GET", globex_base, claims=globex).body["data"]] == ["g1"]

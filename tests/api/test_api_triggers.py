@@ -26,14 +26,13 @@ from tests.api_support import (
     PROJECT_BASE,
     assert_error,
     assert_utc_timestamps,
-    claims,
     due_index_entries,
     raw_trigger,
     scan,
     seed_invocation,
     trigger_path,
 )
-from tests.conftest import BASE, START, ApiClient, Stack
+from tests.conftest import BASE, START, ApiClient, Stack, token_claims
 
 WRITER_BASE = "/tenants/acme/projects/website/agents/writer/scheduled-triggers"
 OTHER_PROJECT_BASE = "/tenants/acme/projects/intranet/scheduled-triggers"
@@ -141,7 +140,7 @@ def test_ids_are_unique_per_tenant_not_globally(api: ApiClient) -> None:
         "POST",
         "/tenants/globex/projects/website/agents/reporter/scheduled-triggers",
         {"id": "t1", **DAILY},
-        claims=claims(tenant="globex"),
+        claims=token_claims(tenant="globex"),
     )
     assert other.status == 201, other.body
     assert api.request("GET", T1).body["tenantId"] == "acme"

@@ -123,10 +123,6 @@ class StackProcess:
         self.url = ""
         self.env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                str(ROOT / part)
-                for part in ("layers/sundial", "functions/api", "functions/dispatch", "functions/runner", ".")
-            ),
             "PORT": str(port),
             "TICK_SECONDS": TICK_SECONDS,
             "AGENT_RUN_URL": agent_url,

@@ -50,11 +50,10 @@ from sundial.store.dispatch import DueRow, DynamoDispatchStore, PageKey
 from sundial.store.records import InvocationRecord, TriggerRecord, trigger_pk
 
 from sundial_local.template import create_tables
-from tests.conftest import ACCOUNT, REGION, FakeClock, make_settings
+from tests.conftest import ACCOUNT, MOTO_RECORDING_ONLY, REGION, FakeClock, make_settings
 
 TENANT = "acme"
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:sundial-runner"
-NO_EXECUTION: Any = {"stepfunctions": {"execute_state_machine": False}}
 LAG_TRIGGERS = "lagged-triggers"
 LAG_INVOCATIONS = "lagged-invocations"
 LAGGED_INDEXES = frozenset({"due", "open"})
@@ -785,7 +784,7 @@ def model_session() -> Iterator[ModelSession]:
     import api_handler
 
     with ExitStack() as stack:
-        stack.enter_context(mock_aws(config=NO_EXECUTION))
+        stack.enter_context(mock_aws(config=MOTO_RECORDING_ONLY))
         stack.enter_context(shared_service_models())
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         sfn = boto3.client("stepfunctions", region_name=REGION)
