@@ -88,8 +88,12 @@ def main() -> int:
         stack.stop()
         return 1
     print(f"Sundial local stack ready on {stack.url}", flush=True)
+    parent = os.getppid()
     while not stopping.wait(0.5):
-        pass
+        if os.getppid() != parent:
+            # Its parent (`make dev`, a shell) was killed outright: stop and save as on a signal.
+            logger.info("the process that started the stack is gone")
+            break
     logger.info("shutting down (press Ctrl-C again to quit at once)")
     stack.stop()
     logger.info("stopped")

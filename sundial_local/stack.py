@@ -46,6 +46,7 @@ STATE_MACHINE_NAME = "sundial-runner"
 MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 DISPATCH_EVENT_PATH = ROOT / "events" / "dispatch_tick.json"
 SHUTDOWN_JOIN_SECONDS = 30.0
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class StartupError(Exception):
@@ -136,8 +137,9 @@ def describe_step(step: str, event: dict[str, Any], result: dict[str, Any]) -> t
 
 
 @contextmanager
-def logged_runner_steps(routes: dict[str, str]) -> Iterator[None]:
-    """One readable line per runner step, wrapped around moto's (already routed) Lambda invoke."""
+def logged_runner_steps(routes: dict[str, str], after: Callable[[], object]) -> Iterator[None]:
+    """One readable line per runner step, wrapped around moto's (already routed) Lambda invoke; `after`
+    runs once each step's writes are made, before the state machine moves on."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
     steps = {name: spec.rpartition(".")[2].removesuffix("_handler") for name, spec in routes.items()}
@@ -150,6 +152,7 @@ def logged_runner_steps(routes: dict[str, str]) -> Iterator[None]:
             result = routed(self, name, qualifier, body, headers, response_headers)
         finally:
             discard_unpublished_metrics()
+            after()
         step = steps.get(name.split(":")[6] if name.startswith("arn:") else name)
         if step is not None:
             try:
@@ -363,6 +366,7 @@ class LocalStack:
         self._exit = ExitStack()
         self._api: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._gateway: ApiGateway | None = None
+        self._persister: state.Persister | None = None
 
     @property
     def url(self) -> str:
@@ -393,10 +397,14 @@ class LocalStack:
             state_machine_arn=state_machine_arn,
         )
         self._restore(dynamodb)
+        persister = self._persister = state.Persister(dynamodb, self.tables, self.config.state_file)
+        persister.save()
         dispatch = self._load_functions()
-        self._exit.callback(self._save, dynamodb)
+        self._exit.callback(self._save)
+        persister.start_ticker()
+        self._exit.callback(persister.stop_ticker)
         resume_unfinished_runs(dynamodb, sfn, state_machine_arn)
-        dispatcher = DispatcherLoop(dispatch, self.config.tick_seconds)
+        dispatcher = DispatcherLoop(self._saving(dispatch), self.config.tick_seconds)
         dispatcher.start()
         self._exit.callback(dispatcher.stop)
         threading.Thread(target=gateway.serve_forever, name="api", daemon=True).start()
@@ -455,17 +463,38 @@ class LocalStack:
 
         self._api = api_handler.lambda_handler
         routes = self._exit.enter_context(routed_lambdas(runner_function_arns()))
-        self._exit.enter_context(logged_runner_steps(routes))
+        self._exit.enter_context(logged_runner_steps(routes, after=self._save_quietly))
         self._exit.enter_context(precise_timestamp_waits())
         handler: Callable[[dict[str, Any], Any], Any] = dispatch_handler.lambda_handler
         return handler
 
     def _call_api(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The API function's answer, given only once what it wrote is on disk (a crash then loses nothing)."""
         assert self._api is not None, "requests are served only once the functions are loaded"
         try:
             return self._api(event, lambda_context("ApiFunction"))
         finally:
             discard_unpublished_metrics()
+            if event.get("requestContext", {}).get("http", {}).get("method") not in READ_ONLY_METHODS:
+                self._save_quietly()
+
+    def _saving(self, handler: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
+        def handled(event: dict[str, Any], context: Any) -> Any:
+            try:
+                return handler(event, context)
+            finally:
+                self._save_quietly()
+
+        return handled
+
+    def _save_quietly(self) -> None:
+        """Save after a function's writes; a failure is logged and the next save (within a second) retries."""
+        if self._persister is None:
+            return
+        try:
+            self._persister.save()
+        except Exception:
+            logger.exception("could not save the tables to %s", shown(self.config.state_file))
 
     def _restore(self, dynamodb: DynamoDBClient) -> None:
         path = self.config.state_file
@@ -481,10 +510,12 @@ class LocalStack:
                 shown(path),
             )
 
-    def _save(self, dynamodb: DynamoDBClient) -> None:
+    def _save(self) -> None:
+        """The last save, on a clean stop, with a line saying what is kept."""
         path = self.config.state_file
+        assert self._persister is not None
         try:
-            counts = state.save(dynamodb, self.tables, path)
+            counts = self._persister.save() or self._persister.counts()
         except Exception:
             logger.exception("could not save the tables to %s", shown(path))
             return

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -396,3 +400,18 @@ class WriteRecorder:
 
     def flush(self) -> None:
         self.target.flush()
+
+
+def test_the_token_command_works_outside_make(tmp_path: Path) -> None:
+    """`python -m sundial_local.token --help`, as the README says, from any folder and without PYTHONPATH."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "sundial_local.token", "--help"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "--tenant" in shown.stdout

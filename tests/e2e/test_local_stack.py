@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-local-stack-secret-with-enough-bytes"
 READY = "Sundial local stack ready on "
 TICK_SECONDS = "2"
+TICK_SECONDS_FLOAT = float(TICK_SECONDS)
 STARTUP_SECONDS = 90.0
 BASE = "/tenants/acme/projects/e2e/agents/reporter/scheduled-triggers"
 NEVER = "0 0 1 1 *"
@@ -131,6 +132,7 @@ class StackProcess:
         }
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
+        self.launch_command = [sys.executable, "-m", "sundial_local"]
 
     @property
     def output(self) -> str:
@@ -139,7 +141,7 @@ class StackProcess:
     def launch(self) -> subprocess.Popen[str]:
         self.lines.clear()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sundial_local"],
+            self.launch_command,
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -421,5 +423,65 @@ def test_triggers_and_invocations_survive_a_restart(agent: RecordingAgent, tmp_p
         kept = ("id", "name", "cronExpression", "createdBy", "createdAt", "nextRunAt")
         assert {key: again[key] for key in kept} == {key: created[key] for key in kept}
         assert api.invocation("survivor", invocation_id)["status"] == "completed"
+    finally:
+        assert stack.stop() == 0, stack.output
+
+
+def test_nothing_acknowledged_is_lost_when_the_stack_is_killed(agent: RecordingAgent, tmp_path: Path) -> None:
+    """SIGKILL, no chance to save: every trigger a 201 acknowledged is back, no finished run reaches the
+    agent again, and a run that was waiting for its time runs once, on time (SPEC §4)."""
+    stack = StackProcess(agent.url, tmp_path)
+    stack.start()
+    try:
+        api = Api(stack.url)
+        api.ok("POST", BASE, {"id": "crash-done", "name": "Done before the crash", "cronExpression": NEVER}, expect=201)
+        done = api.ok("POST", f"{BASE}/crash-done/run", expect=202)["invocationId"]
+        assert api.finished("crash-done", done, timeout=15)["status"] == "completed"
+        run_at = (datetime.now(UTC) + timedelta(seconds=25)).replace(microsecond=0)
+        waiting = {"id": "crash-waiting", "name": "Waiting at the crash", "runAt": iso(run_at)}
+        api.ok("POST", BASE, waiting, expect=201)
+        wait_for("the waiting run's record", lambda: api.invocations("crash-waiting") or None, 15)
+        acknowledged = [f"crash-{number}" for number in range(5)]
+        for trigger_id in acknowledged:  # killed right after the last 201: nothing to wait for
+            api.ok("POST", BASE, {"id": trigger_id, "name": trigger_id, "cronExpression": NEVER}, expect=201)
+    finally:
+        assert stack.process is not None
+        stack.process.kill()
+        stack.process.wait(timeout=30)
+
+    stack.start()
+    try:
+        api = Api(stack.url)
+        for trigger_id in ["crash-done", "crash-waiting", *acknowledged]:
+            assert api.ok("GET", f"{BASE}/{trigger_id}")["id"] == trigger_id
+        assert api.invocation("crash-done", done)["status"] == "completed"
+        [resumed] = api.invocations("crash-waiting")
+        finished = api.finished("crash-waiting", resumed["id"], timeout=60)
+        assert finished["status"] == "completed", finished
+        [call] = agent.runs("crash-waiting")
+        assert call.at >= run_at.timestamp(), "the resumed run waited for its time"
+        time.sleep(TICK_SECONDS_FLOAT * 2)  # two more ticks: a re-delivery would have happened by now
+        assert len(agent.runs("crash-done")) == 1, "a finished run reached the agent again"
+        assert len(agent.runs("crash-waiting")) == 1
+    finally:
+        assert stack.stop() == 0, stack.output
+
+
+def test_make_dev_stops_and_saves_on_kill_term_to_make(agent: RecordingAgent, tmp_path: Path) -> None:
+    """`kill -TERM` on the `make dev` process (make passes it on), not only Ctrl-C in its terminal."""
+    stack = StackProcess(agent.url, tmp_path)
+    stack.launch_command = ["make", "--no-print-directory", "dev", "PORT=0"]
+    stack.start()
+    api = Api(stack.url)
+    api.ok("POST", BASE, {"id": "kept", "name": "Kept", "cronExpression": NEVER}, expect=201)
+    assert stack.process is not None
+    stack.process.send_signal(signal.SIGTERM)
+    stack.process.wait(timeout=60)
+    wait_for("the stack to save and stop", lambda: "saved 2 triggers-table" in stack.output or None, 60)
+
+    stack.launch_command = [sys.executable, "-m", "sundial_local"]
+    stack.start()
+    try:
+        assert Api(stack.url).ok("GET", f"{BASE}/kept")["name"] == "Kept"
     finally:
         assert stack.stop() == 0, stack.output
