@@ -47,6 +47,7 @@ MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}, 
 DISPATCH_EVENT_PATH = ROOT / "events" / "dispatch_tick.json"
 SHUTDOWN_JOIN_SECONDS = 30.0
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SWEEP_SECONDS = 60.0
 
 
 class StartupError(Exception):
@@ -266,15 +267,16 @@ def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machi
     return resumed
 
 
-class DispatcherLoop:
-    """Calls the dispatch function every `tick_seconds` with a scheduled event, as EventBridge does every minute."""
+class ScheduledLoop:
+    """Calls a function every `tick_seconds` with a scheduled event, as an EventBridge schedule does."""
 
-    def __init__(self, handler: Callable[[dict[str, Any], Any], Any], tick_seconds: float) -> None:
+    def __init__(self, logical_id: str, handler: Callable[[dict[str, Any], Any], Any], tick_seconds: float) -> None:
+        self._logical_id = logical_id
         self._handler = handler
         self._tick_seconds = tick_seconds
         self._event: dict[str, Any] = json.loads(DISPATCH_EVENT_PATH.read_text())
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=function_name(logical_id), daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -287,9 +289,9 @@ class DispatcherLoop:
         now = datetime.now(UTC)
         event = {**self._event, "id": str(uuid.uuid4()), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
         try:
-            self._handler(event, lambda_context("DispatchFunction"))
+            self._handler(event, lambda_context(self._logical_id))
         except Exception:
-            logger.exception("dispatcher tick failed")
+            logger.exception("%s failed", function_name(self._logical_id))
         finally:
             discard_unpublished_metrics()
 
@@ -399,12 +401,16 @@ class LocalStack:
         self._restore(dynamodb)
         persister = self._persister = state.Persister(dynamodb, self.tables, self.config.state_file)
         persister.save()
-        dispatch = self._load_functions()
+        dispatch, sweep = self._load_functions()
         self._exit.callback(self._save)
         persister.start_ticker()
         self._exit.callback(persister.stop_ticker)
         resume_unfinished_runs(dynamodb, sfn, state_machine_arn)
-        dispatcher = DispatcherLoop(self._saving(dispatch), self.config.tick_seconds)
+        # The sweep matters more here than deployed: moto sends no execution-status events to a watcher.
+        sweeper = ScheduledLoop("RunnerSweepFunction", self._saving(sweep), SWEEP_SECONDS)
+        sweeper.start()
+        self._exit.callback(sweeper.stop)
+        dispatcher = ScheduledLoop("DispatchFunction", self._saving(dispatch), self.config.tick_seconds)
         dispatcher.start()
         self._exit.callback(dispatcher.stop)
         threading.Thread(target=gateway.serve_forever, name="api", daemon=True).start()
@@ -450,9 +456,9 @@ class LocalStack:
         logger.info("agent runs go to the built-in demo agent at %s (set AGENT_RUN_URL to use yours)", agent.url)
         return agent.url
 
-    def _load_functions(self) -> Callable[[dict[str, Any], Any], Any]:
+    def _load_functions(self) -> tuple[Callable[[dict[str, Any], Any], Any], Callable[[dict[str, Any], Any], Any]]:
         """Import the handlers only now, with the environment set (settings are read once, on first use);
-        route the runner's Lambda tasks to them; return the dispatch handler."""
+        route the runner's Lambda tasks to them; return the dispatch and sweep handlers."""
         from sundial_local.lambdas import routed_lambdas
 
         boto3.setup_default_session()
@@ -460,13 +466,13 @@ class LocalStack:
         log_executions(boto3.DEFAULT_SESSION)
         import api_handler
         import dispatch_handler
+        import runner_handler
 
         self._api = api_handler.lambda_handler
         routes = self._exit.enter_context(routed_lambdas(runner_function_arns()))
         self._exit.enter_context(logged_runner_steps(routes, after=self._save_quietly))
         self._exit.enter_context(precise_timestamp_waits())
-        handler: Callable[[dict[str, Any], Any], Any] = dispatch_handler.lambda_handler
-        return handler
+        return dispatch_handler.lambda_handler, runner_handler.sweep_handler
 
     def _call_api(self, event: dict[str, Any]) -> dict[str, Any]:
         """The API function's answer, given only once what it wrote is on disk (a crash then loses nothing)."""

@@ -15,7 +15,7 @@ from cfnlint.api import lint_file
 from pynamodb.indexes import Index
 from pynamodb.models import Model
 from sundial.settings import Settings
-from sundial.store.records import DUE_INDEX_ATTRIBUTES, InvocationRecord, TriggerRecord
+from sundial.store.records import DUE_INDEX_ATTRIBUTES, InvocationRecord, OpenRegisterRecord, TriggerRecord
 
 from sundial_local.template import load_template, resource
 from tests.api_support import DAILY, WarmAws
@@ -95,9 +95,13 @@ def _attribute_types(model: type[Model]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("logical_id", "model"), [("TriggersTable", TriggerRecord), ("InvocationsTable", InvocationRecord)]
+    ("logical_id", "model", "sharing"),
+    [
+        ("TriggersTable", TriggerRecord, ()),
+        ("InvocationsTable", InvocationRecord, (OpenRegisterRecord,)),  # the registers live beside the runs
+    ],
 )
-def test_tables_match_the_storage_models(logical_id: str, model: type[Model]) -> None:
+def test_tables_match_the_storage_models(logical_id: str, model: type[Model], sharing: tuple[type[Model], ...]) -> None:
     properties = resource(logical_id)["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
@@ -105,13 +109,13 @@ def test_tables_match_the_storage_models(logical_id: str, model: type[Model]) ->
     assert "ProvisionedThroughput" not in properties
     assert model._hash_keyname is not None
     assert properties["KeySchema"] == _key_schema(model._hash_keyname, model._range_keyname)
-    indexes = [_index_definition(index) for index in model._indexes.values()]
+    indexes = [_index_definition(index) for each in (model, *sharing) for index in each._indexes.values()]
     assert sorted(properties.get("GlobalSecondaryIndexes", []), key=lambda item: item["IndexName"]) == sorted(
         indexes, key=lambda item: item["IndexName"]
     )
     for index in properties.get("GlobalSecondaryIndexes", []):
         assert "ProvisionedThroughput" not in index
-    types = _attribute_types(model)
+    types = {name: kind for each in (model, *sharing) for name, kind in _attribute_types(each).items()}
     assert {item["AttributeName"]: item["AttributeType"] for item in properties["AttributeDefinitions"]} == {
         name: types[name]
         for name in {key["AttributeName"] for key in properties["KeySchema"]}

@@ -1,4 +1,4 @@
-"""Runner Lambdas: the Prepare, Attempt and Finalize Tasks of statemachine/runner.asl.json, and the watcher.
+"""Runner Lambdas: the Prepare, Attempt and Finalize Tasks of statemachine/runner.asl.json, the watcher, the sweep.
 
 Each Task handler parses the state it is given, runs one step of `sundial.services.runner` and returns the
 whole next state (the Task's OutputPath is `$.Payload`). An exception here fails the Task: the state
@@ -6,7 +6,7 @@ machine retries it, then its Catch sends the run to Finalize, which records it a
 
 The watcher is not part of the state machine: an EventBridge rule sends it the status change of
 every runner execution that ended FAILED, TIMED_OUT or ABORTED, and it closes an invocation that
-the execution left open.
+the execution left open. The sweep runs on a schedule and closes what a lost status event left open.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
@@ -21,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial.adapters.agent_http import AgentClient
 from sundial.deps import Deps
 from sundial.observability import entry_point, metrics
-from sundial.services import runner
+from sundial.services import runner, sweep
 from sundial.settings import get_settings
 
 # Metric counted for each outcome an Attempt step routes on.
@@ -83,3 +84,13 @@ def execution_ended_handler(event: dict[str, Any], _context: LambdaContext) -> d
     # Every delivery reports, zero included, so an alarm on runs left open sees a steady series.
     _count("RunsClosedByWatcher", int(closed.closed))
     return closed.to_event()
+
+
+@entry_point(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+def sweep_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
+    """Every SweepSchedule: close the runs whose execution ended without the watcher hearing of it."""
+    parse(event=event, model=EventBridgeModel)
+    report = sweep.sweep(deps())
+    # Every pass reports, zero included, so an alarm on it sees a steady series.
+    _count("RunsClosedBySweep", len(report.closed))
+    return {"lookedAt": report.looked_at, "closed": report.closed}

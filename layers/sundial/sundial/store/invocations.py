@@ -6,7 +6,7 @@ run-now request finds what the first one made.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +20,13 @@ from sundial.domain.naming import execution_arn_for
 from sundial.domain.retry_policy import UNFINISHED_RETENTION
 from sundial.store.records import (
     OPEN_REGISTER_KEY,
+    REGISTER_SHARDS,
     IdempotencyRecord,
     InvocationRecord,
     OpenRegisterRecord,
     condition_held,
     invocation_partition,
+    register_shard_for,
 )
 
 UNFINISHED: frozenset[str] = frozenset({"pending", "running"})
@@ -91,7 +93,13 @@ def _register(deps: Deps, partition: str, invocation_id: str, *, add: bool) -> N
     ids = {invocation_id}
     if add:
         expires = expiry_for(deps, deps.now(), finished=False)
-        register.update(actions=[OpenRegisterRecord.open_ids.add(ids), OpenRegisterRecord.expires_at.set(expires)])
+        register.update(
+            actions=[
+                OpenRegisterRecord.open_ids.add(ids),
+                OpenRegisterRecord.expires_at.set(expires),
+                OpenRegisterRecord.register_shard.set(register_shard_for(partition)),
+            ]
+        )
     else:
         register.update(actions=[OpenRegisterRecord.open_ids.delete(ids)])
 
@@ -161,12 +169,16 @@ def finish(
 
 
 def open_invocations(tenant_id: str, trigger_id: str, incarnation: str) -> list[InvocationRecord]:
-    """An incarnation's pending/running invocations, oldest first, by strongly consistent reads.
+    """An incarnation's pending/running invocations, oldest first, by strongly consistent reads."""
+    return open_invocations_in(invocation_partition(tenant_id, trigger_id, incarnation))
+
+
+def open_invocations_in(partition: str) -> list[InvocationRecord]:
+    """The pending/running invocations of one incarnation's partition, oldest first, read consistently.
 
     The register may still name a run that finished a moment ago (its finish and its deregistration
     are two writes), or one whose record is not written yet: each is read again and kept only if open.
     """
-    partition = invocation_partition(tenant_id, trigger_id, incarnation)
     try:
         register = OpenRegisterRecord.get(partition, OPEN_REGISTER_KEY, consistent_read=True)
     except DoesNotExist:
@@ -180,6 +192,13 @@ def open_invocations(tenant_id: str, trigger_id: str, incarnation: str) -> list[
         if record.status in UNFINISHED:
             found.append(record)
     return found
+
+
+def registered_partitions() -> Iterator[str]:
+    """Every incarnation partition that has a register of unfinished runs (from the registers index)."""
+    for shard in range(REGISTER_SHARDS):
+        for register in OpenRegisterRecord.registers.query(shard):
+            yield str(register.trigger_key)
 
 
 def save_attempt(record: InvocationRecord, attempt: AttemptWrite) -> None:

@@ -23,7 +23,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.constants import STRING
 from pynamodb.exceptions import PutError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from sundial.domain.instants import format_instant, parse_instant
@@ -213,6 +213,27 @@ class IdempotencyRecord(Model):
 
 # Sort key of an incarnation's register of unfinished invocations; sorts before every invocation id.
 OPEN_REGISTER_KEY = "#open"
+# The registers index is spread over this many partitions (a register's shard is a hash of its key).
+REGISTER_SHARDS = 16
+
+
+def register_shard_for(partition: str) -> int:
+    digest = hashlib.sha256(partition.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % REGISTER_SHARDS
+
+
+class RegistersIndex(GlobalSecondaryIndex["OpenRegisterRecord"]):
+    """Keys only, one entry per incarnation that has had unfinished runs: what the sweep walks.
+
+    Its key is written once per register, never per run; read by the sweep alone, for which a lag
+    of seconds does not matter (it looks at runs minutes old).
+    """
+
+    class Meta:
+        index_name = "registers"
+        projection = KeysOnlyProjection()
+
+    register_shard = NumberAttribute(hash_key=True)
 
 
 class OpenRegisterRecord(Model):
@@ -230,6 +251,8 @@ class OpenRegisterRecord(Model):
     invocation_id = UnicodeAttribute(range_key=True, default=OPEN_REGISTER_KEY)
     open_ids = UnicodeSetAttribute(null=True)
     expires_at = TTLAttribute(null=True)
+    register_shard = NumberAttribute(null=True)
+    registers = RegistersIndex()
 
 
 # Marks the due-index shard counts still in use, see docs/dispatch.md ("Changing the shard count").
