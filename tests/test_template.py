@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import re
 import tomllib
 from typing import Any
@@ -203,8 +204,50 @@ def test_api_function_is_wired_to_its_handler_and_settings() -> None:
     assert callable(getattr(api_handler, function))
     variables = properties["Environment"]["Variables"]
     assert variables["TENANT_CLAIM"] == {"Ref": "TenantClaim"}
+    assert variables["ROLES_CLAIM"] == {"Ref": "RolesClaim"}
     assert variables["STATE_MACHINE_ARN"] == {"Ref": "RunnerStateMachine"}
-    assert load_template()["Parameters"]["TenantClaim"]["Default"] == Settings().tenant_claim
+    parameters = load_template()["Parameters"]
+    assert parameters["TenantClaim"]["Default"] == Settings().tenant_claim
+    assert parameters["RolesClaim"]["Default"] == Settings().roles_claim
+
+
+def test_api_routes_are_throttled_by_parameters(transformed: dict[str, Any]) -> None:
+    """Every authenticated route by ApiBurstLimit/ApiRateLimit; the public one by its own, lower, pair."""
+    parameters = load_template()["Parameters"]
+    assert parameters["PublicRateLimit"]["Default"] < parameters["ApiRateLimit"]["Default"]
+    (stage,) = resources_of_type(transformed, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]
+    assert settings["DefaultRouteSettings"] == {
+        "ThrottlingBurstLimit": {"Ref": "ApiBurstLimit"},
+        "ThrottlingRateLimit": {"Ref": "ApiRateLimit"},
+    }
+    assert settings["RouteSettings"] == {
+        "GET /openapi.json": {
+            "ThrottlingBurstLimit": {"Ref": "PublicBurstLimit"},
+            "ThrottlingRateLimit": {"Ref": "PublicRateLimit"},
+        }
+    }
+
+
+def test_access_logs_record_every_request_without_any_header(transformed: dict[str, Any]) -> None:
+    (stage,) = resources_of_type(transformed, "AWS::ApiGatewayV2::Stage").values()
+    logging = stage["Properties"]["AccessLogSettings"]
+    assert logging["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogs", "Arn"]}
+    fields = json.loads(logging["Format"])
+    assert {"requestId", "routeKey", "status", "sub"} <= set(fields)
+    variables = re.findall(r"\$context\.[\w.]+", logging["Format"])
+    assert variables
+    assert not [name for name in variables if "header" in name.lower() or "authorization" in name.lower()]
+    assert resource("ApiAccessLogs")["Properties"]["RetentionInDays"] == {"Ref": "AccessLogRetentionDays"}
+
+
+def test_the_sweep_runs_on_its_schedule_parameter() -> None:
+    properties = resource("RunnerSweepFunction")["Properties"]
+    assert properties["Handler"] == "runner_handler.sweep_handler"
+    assert properties["Events"]["Sweep"] == {"Type": "Schedule", "Properties": {"Schedule": {"Ref": "SweepSchedule"}}}
+    schedule = load_template()["Parameters"]["SweepSchedule"]
+    assert re.fullmatch(schedule["AllowedPattern"], schedule["Default"])
+    assert not re.fullmatch(schedule["AllowedPattern"], "cron(0 * * * ? *)")
 
 
 def test_every_handler_exists() -> None:
