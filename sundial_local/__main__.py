@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
@@ -60,6 +61,24 @@ def install_stop_signals(stopping: threading.Event) -> None:
         signal.signal(signum, handle)
 
 
+def make_was_interrupted(parent: int) -> bool:
+    """Whether the parent is `make` handling a SIGINT sent to it alone (`kill -INT` on make's pid).
+
+    GNU make passes SIGTERM on to its recipe but not SIGINT, which it expects the terminal to have
+    sent to the whole process group: it waits for the recipe inside its handler, with SIGINT blocked.
+    That blocked bit is visible in /proc (Linux); elsewhere this returns False.
+    """
+    proc = Path("/proc") / str(parent)
+    try:
+        if (proc / "comm").read_text().strip() not in ("make", "gmake"):
+            return False
+        status = (proc / "status").read_text()
+    except OSError:
+        return False
+    blocked = next((line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), "0")
+    return bool(int(blocked, 16) & (1 << (signal.SIGINT - 1)))
+
+
 def main() -> int:
     try:
         config = LocalConfig()
@@ -93,6 +112,9 @@ def main() -> int:
         if os.getppid() != parent:
             # Its parent (`make dev`, a shell) was killed outright: stop and save as on a signal.
             logger.info("the process that started the stack is gone")
+            break
+        if make_was_interrupted(parent):
+            logger.info("make was interrupted")
             break
     logger.info("shutting down (press Ctrl-C again to quit at once)")
     stack.stop()

@@ -467,15 +467,16 @@ def test_nothing_acknowledged_is_lost_when_the_stack_is_killed(agent: RecordingA
         assert stack.stop() == 0, stack.output
 
 
-def test_make_dev_stops_and_saves_on_kill_term_to_make(agent: RecordingAgent, tmp_path: Path) -> None:
-    """`kill -TERM` on the `make dev` process (make passes it on), not only Ctrl-C in its terminal."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["kill-INT", "kill-TERM"])
+def test_make_dev_stops_and_saves_on_a_signal_to_make(agent: RecordingAgent, tmp_path: Path, signum: int) -> None:
+    """`kill -INT` or `kill -TERM` on the `make dev` process, not only Ctrl-C in its terminal."""
     stack = StackProcess(agent.url, tmp_path)
     stack.launch_command = ["make", "--no-print-directory", "dev", "PORT=0"]
     stack.start()
     api = Api(stack.url)
     api.ok("POST", BASE, {"id": "kept", "name": "Kept", "cronExpression": NEVER}, expect=201)
     assert stack.process is not None
-    stack.process.send_signal(signal.SIGTERM)
+    stack.process.send_signal(signum)
     stack.process.wait(timeout=60)
     wait_for("the stack to save and stop", lambda: "saved 2 triggers-table" in stack.output or None, 60)
 
