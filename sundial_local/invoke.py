@@ -6,7 +6,7 @@ and its 2026-11-27 occurrence, so before the call the tables get what the event 
 
 * dispatch, runner-prepare: the trigger of events/api_create_trigger.json (created through the API,
   then given the incarnation the runner samples name, so they are runs of this very trigger);
-* runner-attempt, runner-finalize, runner-watcher: that trigger and its invocation
+* runner-attempt, runner-finalize, runner-watcher, runner-sweep: that trigger and its invocation
   (events/runner_prepare.json run through Prepare), so the attempt really calls the agent: the demo
   agent unless AGENT_RUN_URL is set.
 
@@ -60,11 +60,14 @@ FUNCTIONS = {
     "runner-attempt": "RunnerAttemptFunction",
     "runner-finalize": "RunnerFinalizeFunction",
     "runner-watcher": "RunnerWatcherFunction",
+    "runner-sweep": "RunnerSweepFunction",
 }
 SAMPLE_TRIGGER_EVENT = ROOT / "events" / "api_create_trigger.json"
 SAMPLE_PREPARE_EVENT = ROOT / "events" / "runner_prepare.json"
-NEEDS_TRIGGER = frozenset({"dispatch", "runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher"})
-NEEDS_INVOCATION = frozenset({"runner-attempt", "runner-finalize", "runner-watcher"})
+NEEDS_TRIGGER = frozenset(
+    {"dispatch", "runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher", "runner-sweep"}
+)
+NEEDS_INVOCATION = frozenset({"runner-attempt", "runner-finalize", "runner-watcher", "runner-sweep"})
 AT_SAMPLE_INSTANT = frozenset({"runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher"})
 EXECUTION_STOP_SECONDS = 10.0
 

@@ -45,9 +45,12 @@ INVOCATIONS_TABLE = "sundial-invocations"
 STATE_MACHINE_NAME = "sundial-runner"
 MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 DISPATCH_EVENT_PATH = ROOT / "events" / "dispatch_tick.json"
+EXECUTION_ENDED_EVENT_PATH = ROOT / "events" / "runner_execution_ended.json"
 SHUTDOWN_JOIN_SECONDS = 30.0
+Handler = Callable[[dict[str, Any], Any], Any]
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SWEEP_SECONDS = 60.0
+WATCH_SECONDS = 2.0
 
 
 class StartupError(Exception):
@@ -303,6 +306,45 @@ class ScheduledLoop:
             self._stopping.wait(next_tick - time.monotonic())
 
 
+class ExecutionWatcher:
+    """Sends the watcher the status-change events moto never emits: each runner execution that ended
+    FAILED, TIMED_OUT or ABORTED, once, in the shape EventBridge delivers (events/runner_execution_ended.json)."""
+
+    ENDED = ("FAILED", "TIMED_OUT", "ABORTED")
+
+    def __init__(self, sfn: SFNClient, state_machine_arn: str, watcher: Callable[[dict[str, Any], Any], Any]) -> None:
+        self._sfn = sfn
+        self._state_machine_arn = state_machine_arn
+        self._watcher = watcher
+        self._sample: dict[str, Any] = json.loads(EXECUTION_ENDED_EVENT_PATH.read_text())
+        self._delivered: set[str] = set()
+
+    def __call__(self, _event: dict[str, Any], _context: Any) -> None:
+        paginator = self._sfn.get_paginator("list_executions")
+        for status in self.ENDED:
+            for page in paginator.paginate(stateMachineArn=self._state_machine_arn, statusFilter=status):  # type: ignore[arg-type]
+                for execution in page["executions"]:
+                    if execution["executionArn"] not in self._delivered:
+                        self._deliver(execution["executionArn"], status)
+
+    def _deliver(self, arn: str, status: str) -> None:
+        described = self._sfn.describe_execution(executionArn=arn)
+        detail = {
+            **self._sample["detail"],
+            "executionArn": arn,
+            "stateMachineArn": self._state_machine_arn,
+            "name": described["name"],
+            "status": status,
+            "input": described.get("input"),
+            "error": described.get("error"),
+            "cause": described.get("cause"),
+        }
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {**self._sample, "id": str(uuid.uuid4()), "time": now, "resources": [arn], "detail": detail}
+        self._watcher(event, lambda_context("RunnerWatcherFunction"))
+        self._delivered.add(arn)
+
+
 def set_environment(
     *, moto_port: int | None, agent_run_url: str, agent_run_token: str, state_machine_arn: str = ""
 ) -> None:
@@ -401,15 +443,19 @@ class LocalStack:
         self._restore(dynamodb)
         persister = self._persister = state.Persister(dynamodb, self.tables, self.config.state_file)
         persister.save()
-        dispatch, sweep = self._load_functions()
+        dispatch, sweep, watch = self._load_functions()
         self._exit.callback(self._save)
         persister.start_ticker()
         self._exit.callback(persister.stop_ticker)
         resume_unfinished_runs(dynamodb, sfn, state_machine_arn)
-        # The sweep matters more here than deployed: moto sends no execution-status events to a watcher.
-        sweeper = ScheduledLoop("RunnerSweepFunction", self._saving(sweep), SWEEP_SECONDS)
-        sweeper.start()
-        self._exit.callback(sweeper.stop)
+        # moto sends no execution-status events: the watcher is fed by polling, as the sweep runs by a timer.
+        watcher = ExecutionWatcher(sfn, state_machine_arn, watch)
+        for loop in (
+            ScheduledLoop("RunnerWatcherFunction", self._saving(watcher), WATCH_SECONDS),
+            ScheduledLoop("RunnerSweepFunction", self._saving(sweep), SWEEP_SECONDS),
+        ):
+            loop.start()
+            self._exit.callback(loop.stop)
         dispatcher = ScheduledLoop("DispatchFunction", self._saving(dispatch), self.config.tick_seconds)
         dispatcher.start()
         self._exit.callback(dispatcher.stop)
@@ -456,9 +502,9 @@ class LocalStack:
         logger.info("agent runs go to the built-in demo agent at %s (set AGENT_RUN_URL to use yours)", agent.url)
         return agent.url
 
-    def _load_functions(self) -> tuple[Callable[[dict[str, Any], Any], Any], Callable[[dict[str, Any], Any], Any]]:
+    def _load_functions(self) -> tuple[Handler, Handler, Handler]:
         """Import the handlers only now, with the environment set (settings are read once, on first use);
-        route the runner's Lambda tasks to them; return the dispatch and sweep handlers."""
+        route the runner's Lambda tasks to them; return the dispatch, sweep and watcher handlers."""
         from sundial_local.lambdas import routed_lambdas
 
         boto3.setup_default_session()
@@ -472,7 +518,7 @@ class LocalStack:
         routes = self._exit.enter_context(routed_lambdas(runner_function_arns()))
         self._exit.enter_context(logged_runner_steps(routes, after=self._save_quietly))
         self._exit.enter_context(precise_timestamp_waits())
-        return dispatch_handler.lambda_handler, runner_handler.sweep_handler
+        return dispatch_handler.lambda_handler, runner_handler.sweep_handler, runner_handler.execution_ended_handler
 
     def _call_api(self, event: dict[str, Any]) -> dict[str, Any]:
         """The API function's answer, given only once what it wrote is on disk (a crash then loses nothing)."""

@@ -85,6 +85,13 @@ def test_watcher_closes_the_stopped_sample_run(capsys: pytest.CaptureFixture[str
     assert "seeded: the pending invocation of events/runner_prepare.json" in capsys.readouterr().err
 
 
+def test_sweep_leaves_the_just_seeded_run_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """The seeded invocation was recorded a moment ago: younger than the sweep's grace, so not even asked about."""
+    result = invoke.invoke("runner-sweep", EVENTS / "dispatch_tick.json")
+    assert result == {"lookedAt": 0, "closed": []}
+    assert "seeded: the pending invocation of events/runner_prepare.json" in capsys.readouterr().err
+
+
 def test_a_function_error_is_reported_as_lambda_reports_it(capsys: pytest.CaptureFixture[str]) -> None:
     code, result, notes = run(capsys, "runner-attempt", str(EVENTS / "runner_attempt.json"), "--empty")
     assert code == 1

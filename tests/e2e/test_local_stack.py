@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import jwt
 import pytest
 import urllib3
@@ -484,5 +485,35 @@ def test_make_dev_stops_and_saves_on_a_signal_to_make(agent: RecordingAgent, tmp
     stack.start()
     try:
         assert Api(stack.url).ok("GET", f"{BASE}/kept")["name"] == "Kept"
+    finally:
+        assert stack.stop() == 0, stack.output
+
+
+def test_an_execution_stopped_behind_sundials_back_is_closed_by_the_local_watcher(
+    agent: RecordingAgent, tmp_path: Path
+) -> None:
+    """Stopped straight in (emulated) Step Functions, as from the console: the watcher path closes it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        moto_port = probe.getsockname()[1]
+    stack = StackProcess(agent.url, tmp_path)
+    stack.env["MOTO_PORT"] = str(moto_port)
+    stack.start()
+    try:
+        api = Api(stack.url)
+        run_at = (datetime.now(UTC) + timedelta(seconds=60)).replace(microsecond=0)
+        api.ok("POST", BASE, {"id": "stopped-outside", "name": "Stopped outside", "runAt": iso(run_at)}, expect=201)
+        [waiting] = wait_for("the waiting run", lambda: api.invocations("stopped-outside") or None, 15)
+        sfn = boto3.client(
+            "stepfunctions",
+            endpoint_url=f"http://127.0.0.1:{moto_port}",
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        sfn.stop_execution(executionArn=waiting["executionArn"], cause="stopped in the console")
+        closed = api.finished("stopped-outside", waiting["id"], timeout=30)
+        assert (closed["status"], closed["error"]) == ("cancelled", "execution stopped")
+        assert agent.runs("stopped-outside") == []
     finally:
         assert stack.stop() == 0, stack.output
