@@ -771,3 +771,53 @@ def test_the_state_machine_retries_transient_lambda_errors_and_catches_everythin
     properties = resource("RunnerStateMachine")["Properties"]
     assert (properties["Type"], properties["DefinitionUri"]) == ("STANDARD", "statemachine/runner.asl.json")
     assert set(properties["DefinitionSubstitutions"]) == set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text()))
+
+
+def test_a_failed_scheduled_run_pauses_a_trigger_that_asks_for_it(harness: Harness, api: ApiClient) -> None:
+    """pauseOnFailure (SPEC §5): disabled with a reason naming the run; enabling it again clears the reason."""
+    trigger = create(api, maxRetries=0, pauseOnFailure=True)
+    assert (trigger["pauseOnFailure"], trigger["pausedReason"]) == (True, None)
+    harness.agent.then(Reply(422, {"error": "unknown agent"}))
+    run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert run.invocation().status == "failed"
+    paused = trigger_of(api, trigger["id"])
+    assert (paused["enabled"], paused["nextRunAt"], paused["lastRunStatus"]) == (False, None, "failed")
+    assert paused["pausedReason"] == (
+        f'scheduled run {run.invocation_id} for {AT_TEXT} failed: HTTP 422: {{"error": "unknown agent"}}'
+    )
+    resumed = api.request("PATCH", f"{BASE}/{trigger['id']}", {"enabled": True})
+    assert resumed.status == 200, resumed.body
+    assert (resumed.body["enabled"], resumed.body["pausedReason"]) == (True, None)
+    assert resumed.body["nextRunAt"] is not None
+
+
+def test_only_a_failed_scheduled_run_of_a_trigger_that_asks_pauses_it(harness: Harness, api: ApiClient) -> None:
+    """A trigger without pauseOnFailure keeps running; a failed run-now does not pause one that has it."""
+    plain = create(api, maxRetries=0)
+    harness.agent.then(Reply(422))
+    harness.run_scheduled("acme", plain["id"], AT)
+    assert (trigger_of(api, plain["id"])["enabled"], trigger_of(api, plain["id"])["pausedReason"]) == (True, None)
+
+    asking = create(api, maxRetries=0, pauseOnFailure=True)
+    harness.agent.then(Reply(422))
+    accepted = api.request("POST", f"{BASE}/{asking['id']}/run")
+    assert accepted.status == 202, accepted.body
+    harness.finish(
+        Run(
+            accepted.body["executionArn"],
+            accepted.body["invocationId"],
+            "acme",
+            asking["id"],
+            incarnation_of(asking["id"]),
+        )
+    )
+    assert run_status(asking["id"], accepted.body["invocationId"]) == "failed"
+    assert trigger_of(api, asking["id"])["enabled"] is True
+
+
+def run_status(trigger_id: str, invocation_id: str) -> str:
+    record = InvocationRecord.get(
+        invocation_partition("acme", trigger_id, incarnation_of(trigger_id)), invocation_id, consistent_read=True
+    )
+    return str(record.status)

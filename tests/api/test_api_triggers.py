@@ -79,6 +79,8 @@ def test_create_applies_defaults_and_service_fields(api: ApiClient) -> None:
         "ref": "main",
         "catchUpWindowSeconds": 3600,
         "overlapPolicy": "allow",
+        "pauseOnFailure": False,
+        "pausedReason": None,
         "createdBy": "alice",
         "createdAt": "2026-11-26T15:00:00Z",
         "updatedAt": "2026-11-26T15:00:00Z",
@@ -344,6 +346,7 @@ SCHEDULE_FIELDS = {"enabled", "cronExpression", "cronTimezone", "runAt"}
         ("ref", "release/2026.11", "release/2026.11", "2026-11-27T09:00:00Z"),
         ("catchUpWindowSeconds", 604800, 604800, "2026-11-27T09:00:00Z"),
         ("overlapPolicy", "skip", "skip", "2026-11-27T09:00:00Z"),
+        ("pauseOnFailure", True, True, "2026-11-27T09:00:00Z"),
     ],
 )
 def test_patch_changes_exactly_one_field(

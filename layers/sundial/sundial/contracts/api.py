@@ -171,6 +171,7 @@ class TriggerCreate(ApiModel):
     ref: Ref = "main"
     catch_up_window_seconds: CatchUpWindow = 3600
     overlap_policy: OverlapPolicy = "allow"
+    pause_on_failure: StrictBool = False
 
 
 class TriggerPatch(ApiModel):
@@ -191,6 +192,7 @@ class TriggerPatch(ApiModel):
     ref: Ref | None = None
     catch_up_window_seconds: CatchUpWindow | None = None
     overlap_policy: OverlapPolicy | None = None
+    pause_on_failure: StrictBool | None = None
 
 
 NON_NULLABLE_PATCH_FIELDS = frozenset(
@@ -204,6 +206,7 @@ NON_NULLABLE_PATCH_FIELDS = frozenset(
         "ref",
         "catch_up_window_seconds",
         "overlap_policy",
+        "pause_on_failure",
     }
 )
 
@@ -228,6 +231,9 @@ class Trigger(ApiModel):
     ref: str
     catch_up_window_seconds: int
     overlap_policy: OverlapPolicy
+    pause_on_failure: bool
+    # Why the trigger was disabled by a failed scheduled run (pauseOnFailure); cleared by enabling it.
+    paused_reason: str | None
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -276,6 +282,8 @@ class Invocation(ApiModel):
     idempotency_key: str
     execution_arn: str | None
     error: str | None
+    # A rerun's original invocation (the rerun's own scheduledFor is when it was requested).
+    rerun_of: str | None
 
 
 class InvocationPage(ApiModel):

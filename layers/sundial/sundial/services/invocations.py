@@ -76,6 +76,7 @@ def to_api(record: InvocationRecord) -> Invocation:
         idempotency_key=record.idempotency_key,
         execution_arn=record.execution_arn,
         error=record.error,
+        rerun_of=record.rerun_of,
     )
 
 

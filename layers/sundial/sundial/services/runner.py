@@ -313,6 +313,11 @@ def conclude(deps: Deps, state: ExecutionInput, record: InvocationRecord, trigge
     )
     if not shown:
         logger.info("lastRun of %s not updated: deleted, re-created, or a later run finished first", trigger.pk)
+    if record.status == "failed" and state.kind == "scheduled" and trigger.pause_on_failure:
+        when = format_instant(record.scheduled_for)
+        reason = f"scheduled run {record.invocation_id} for {when} failed: {record.error}"[:MAX_ERROR_CHARS]
+        if trigger_store.pause(state.tenant_id, state.trigger_id, state.incarnation, reason, deps.now()):
+            logger.warning("trigger %s paused: %s", trigger.pk, reason)
 
 
 def _finish_without_agent(

@@ -148,6 +148,8 @@ def to_api(record: TriggerRecord, now: datetime) -> Trigger:
         ref=record.ref,
         catch_up_window_seconds=int(record.catch_up_window_seconds),
         overlap_policy=record.overlap_policy,
+        pause_on_failure=bool(record.pause_on_failure),
+        paused_reason=record.paused_reason,
         created_by=record.created_by,
         created_at=record.created_at,
         updated_at=record.updated_at,
@@ -205,6 +207,7 @@ def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: Trig
         ref=body.ref,
         catch_up_window_seconds=body.catch_up_window_seconds,
         overlap_policy=body.overlap_policy,
+        pause_on_failure=body.pause_on_failure,
         created_by=principal.subject,
         created_at=now,
         updated_at=now,
@@ -282,6 +285,9 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
     changed = [*sorted(plain_fields), "updated_at", "revision"]
     record.updated_at = now
     record.revision = expected_revision + 1
+    if enabled and not record.enabled and record.paused_reason is not None:
+        record.paused_reason = None  # enabling a paused trigger is how it is resumed (SPEC §5)
+        changed.append("paused_reason")
     if schedule_changed:
         record.cron_expression, record.cron_timezone, record.run_at, record.enabled = (
             cron,

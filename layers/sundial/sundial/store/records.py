@@ -136,6 +136,8 @@ class TriggerRecord(Model):
     ref = UnicodeAttribute(default="main")
     catch_up_window_seconds = NumberAttribute(default=3600)
     overlap_policy = UnicodeAttribute(default="allow")
+    pause_on_failure = BooleanAttribute(null=True)  # absent on triggers written before it existed: off
+    paused_reason = UnicodeAttribute(null=True)
     created_by = UnicodeAttribute()
     created_at = InstantAttribute()
     updated_at = InstantAttribute()

@@ -121,6 +121,35 @@ def use_up_one_time(tenant_id: str, trigger_id: str, incarnation: str, schedule_
     return condition_held(lambda: trigger.update(actions=actions, condition=unchanged_one_time))
 
 
+def pause(tenant_id: str, trigger_id: str, incarnation: str, reason: str, now: datetime) -> bool:
+    """Disable a trigger whose scheduled run failed, with the reason (pauseOnFailure, SPEC §5).
+
+    Like an edit of `enabled`: out of the due index and a new schedule version, so occurrences it had
+    claimed stand down. Only while it is the same incarnation, enabled, and still asks to be paused.
+    """
+    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
+    actions: list[Any] = [
+        TriggerRecord.enabled.set(False),
+        TriggerRecord.paused_reason.set(reason),
+        TriggerRecord.schedule_version.add(1),
+        TriggerRecord.revision.add(1),
+        TriggerRecord.updated_at.set(now),
+        TriggerRecord.next_run_at.remove(),
+        TriggerRecord.due_shard.remove(),
+        TriggerRecord.due_at.remove(),
+        TriggerRecord.claim_for.remove(),
+        TriggerRecord.claim_name.remove(),
+        TriggerRecord.claim_version.remove(),
+        TriggerRecord.dispatched_for.remove(),
+    ]
+    still_asks = (
+        (TriggerRecord.incarnation == incarnation)
+        & (TriggerRecord.enabled == True)  # noqa: E712 - a pynamodb condition, not a comparison
+        & (TriggerRecord.pause_on_failure == True)  # noqa: E712
+    )
+    return condition_held(lambda: trigger.update(actions=actions, condition=still_asks))
+
+
 def record_last_run(
     tenant_id: str, trigger_id: str, incarnation: str, at: datetime, status: str, conversation_ids: list[str]
 ) -> bool:
