@@ -150,6 +150,8 @@ def test_rerun_of_a_finished_invocation_starts_a_new_one(harness: Harness, api: 
     assert wait_for_execution(harness.stack.sfn, rerun.body["executionArn"])["status"] == "SUCCEEDED"
     shown = invocation(api, trigger_id, rerun.body["invocationId"])
     assert (shown["kind"], shown["status"]) == ("rerun", "completed")
+    assert shown["rerunOf"] == original.body["invocationId"]
+    assert invocation(api, trigger_id, original.body["invocationId"])["rerunOf"] is None
     assert len(harness.agent.received) == 2
 
 
