@@ -821,3 +821,17 @@ def run_status(trigger_id: str, invocation_id: str) -> str:
         invocation_partition("acme", trigger_id, incarnation_of(trigger_id)), invocation_id, consistent_read=True
     )
     return str(record.status)
+
+
+def test_a_skipped_occurrence_does_not_hide_the_last_outcome(harness: Harness, api: ApiClient) -> None:
+    """lastRun* show the latest finished occurrence, skipped included; lastOutcome* the latest that ran."""
+    trigger = create(api, catchUpWindowSeconds=0)
+    assert harness.run_scheduled("acme", trigger["id"], AT).invocation().status == "completed"
+    tomorrow = AT + timedelta(days=1)
+    harness.stack.clock.set(tomorrow + timedelta(hours=2))  # its first attempt comes hours late: missed
+    late = harness.finish(harness.start_scheduled("acme", trigger["id"], tomorrow))
+    assert late.invocation().status == "skipped"
+
+    shown = trigger_of(api, trigger["id"])
+    assert (shown["lastRunAt"], shown["lastRunStatus"]) == ("2026-11-27T16:00:00Z", "skipped")
+    assert (shown["lastOutcomeAt"], shown["lastOutcomeStatus"]) == (AT_TEXT, "completed")

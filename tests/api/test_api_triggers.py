@@ -88,6 +88,8 @@ def test_create_applies_defaults_and_service_fields(api: ApiClient) -> None:
         "lastRunAt": None,
         "lastRunStatus": None,
         "lastRunConversationIds": [],
+        "lastOutcomeAt": None,
+        "lastOutcomeStatus": None,
         "missedRunsSkipped": 0,
         "scheduleDescription": "At 09:00 (UTC)",
     }

@@ -241,6 +241,9 @@ class Trigger(ApiModel):
     last_run_at: datetime | None
     last_run_status: InvocationStatus | None
     last_run_conversation_ids: list[str]
+    # The latest run that ended completed or failed; lastRun* also count skipped and cancelled ones.
+    last_outcome_at: datetime | None
+    last_outcome_status: Literal["completed", "failed"] | None
     missed_runs_skipped: int
     schedule_description: str
 

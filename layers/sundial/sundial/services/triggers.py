@@ -157,6 +157,8 @@ def to_api(record: TriggerRecord, now: datetime) -> Trigger:
         last_run_at=record.last_run_at,
         last_run_status=record.last_run_status,
         last_run_conversation_ids=list(record.last_run_conversation_ids or []),
+        last_outcome_at=record.last_outcome_at,
+        last_outcome_status=record.last_outcome_status,
         missed_runs_skipped=int(record.missed_runs_skipped or 0),
         schedule_description=schedule_of(record).describe(),
     )

@@ -150,6 +150,9 @@ class TriggerRecord(Model):
     last_run_at = InstantAttribute(null=True)
     last_run_status = UnicodeAttribute(null=True)
     last_run_conversation_ids = ListAttribute(of=UnicodeAttribute, null=True)
+    # The latest run that reached an outcome (completed or failed): a skipped occurrence does not hide it.
+    last_outcome_at = InstantAttribute(null=True)
+    last_outcome_status = UnicodeAttribute(null=True)
     # Due index keys (sparse) and the outstanding claim, see docs/dispatch.md.
     due_shard = NumberAttribute(null=True)
     due_at = UnicodeAttribute(null=True)

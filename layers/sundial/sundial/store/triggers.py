@@ -167,6 +167,16 @@ def record_last_run(
     return condition_held(lambda: trigger.update(actions=actions, condition=latest))
 
 
+def record_last_outcome(tenant_id: str, trigger_id: str, incarnation: str, at: datetime, status: str) -> bool:
+    """Show a completed or failed run as the trigger's last outcome, unless a later one is shown already."""
+    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
+    actions: list[Any] = [TriggerRecord.last_outcome_at.set(at), TriggerRecord.last_outcome_status.set(status)]
+    latest = (TriggerRecord.incarnation == incarnation) & (
+        TriggerRecord.last_outcome_at.does_not_exist() | (TriggerRecord.last_outcome_at <= at)
+    )
+    return condition_held(lambda: trigger.update(actions=actions, condition=latest))
+
+
 def count_missed(tenant_id: str, trigger_id: str, incarnation: str) -> bool:
     """Add one to the incarnation's missedRunsSkipped; False when the trigger is gone or re-created."""
     trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
