@@ -27,6 +27,8 @@ from sundial_local.template import create_state_machine, create_tables
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 RUNNER_FUNCTION_ARNS = runner_function_arns()
+# The bus run events go to in tests: moto's own default bus, which needs no set-up.
+TEST_RUN_EVENTS_BUS = "default"
 # moto with the local stack's settings, but recording executions instead of running them: the tests
 # that use it drive the runner's steps themselves.
 MOTO_RECORDING_ONLY: Any = {**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": False}}
@@ -97,6 +99,7 @@ def make_settings(state_machine_arn: str, **overrides: Any) -> Settings:
         "DUE_SHARD_COUNT": 4,
         "AGENT_RUN_URL": "http://127.0.0.1:9/unused",
         "AGENT_RUN_TOKEN": "test-token",
+        "RUN_EVENTS_BUS": TEST_RUN_EVENTS_BUS,
     }
     values.update(overrides)
     return Settings.model_validate(values)

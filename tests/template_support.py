@@ -13,6 +13,8 @@ import botocore.client
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from tests.conftest import TEST_RUN_EVENTS_BUS
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
 PARAMETERS = {
@@ -22,6 +24,8 @@ PARAMETERS = {
     "AgentRunTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:agent-token",
 }
 LOCAL_ARTIFACT_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
+# How policy resources and recorded calls name the run-events bus (a parameter, not a resource).
+RUN_EVENTS_BUS = "RunEventsBus"
 
 
 class ManagedPolicyLoaderStub:
@@ -60,7 +64,7 @@ def statements(role: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def granted_resource(value: Any) -> str:
-    """A policy resource as `Logical`, `Logical/index/name` or `Logical:execution`."""
+    """A policy resource as `Logical`, `Logical/index/name`, `Logical:execution` or `RunEventsBus`."""
     if "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
         return str(value["Fn::GetAtt"][0])
     if "Ref" in value:
@@ -70,6 +74,8 @@ def granted_resource(value: Any) -> str:
         match = re.fullmatch(r"\$\{(\w+)\.Arn\}(/index/\w+)", sub)
         if match:
             return match.group(1) + match.group(2)
+        if sub.endswith(":event-bus/${RunEventsBusName}"):
+            return RUN_EVENTS_BUS
     elif isinstance(sub, list) and sub[0].endswith(":execution:${Name}:*"):
         return f"{sub[1]['Name']['Fn::GetAtt'][0]}:execution"
     raise AssertionError(f"unrecognised policy resource {value}")
@@ -105,6 +111,9 @@ def recorded_aws_calls(tables: dict[str, str], state_machine_arn: str) -> Iterat
             assert state_machine_arn in (target, execution), target
             suffix = ":execution" if target != state_machine_arn else ""
             calls.add((f"states:{operation}", f"RunnerStateMachine{suffix}"))
+        elif service == "events":
+            assert all(entry["EventBusName"] == TEST_RUN_EVENTS_BUS for entry in params["Entries"]), params
+            calls.add((f"events:{operation}", RUN_EVENTS_BUS))
         else:
             calls.add((f"{service}:{operation}", "?"))
         return make_api_call(client, operation, params)

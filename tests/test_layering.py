@@ -98,3 +98,29 @@ def test_services_reach_tables_only_through_a_store(module: Path) -> None:
 def test_the_record_check_sees_a_service_touching_a_table(violation: str) -> None:
     source = (PACKAGE / "services" / "runner.py").read_text() + f"\n\ndef _deliberate(record):\n    {violation}\n"
     assert record_io(source) != []
+
+
+def ends_runs_directly(source: str) -> list[str]:
+    """Calls of the store's `finish`: a run ended there, not through services.ending, is never announced."""
+    return [
+        f"line {node.lineno}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "finish"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "invocation_store"
+    ]
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(path for path in (PACKAGE / "services").glob("*.py") if path.name != "ending.py"),
+    ids=lambda path: path.name,
+)
+def test_services_end_runs_only_through_ending(module: Path) -> None:
+    assert ends_runs_directly(module.read_text()) == []
+
+
+def test_the_ending_check_sees_a_direct_finish() -> None:
+    assert ends_runs_directly("invocation_store.finish(deps, record, 'failed')\n") == ["line 1"]

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from sundial.adapters.agent_http import AgentClient, token_source
+from sundial.adapters.run_events import RunEvents
 from sundial.settings import Settings
 from sundial.store.records import bind_tables
 
@@ -40,6 +41,10 @@ def _default_secrets_client() -> SecretsManagerClient:
     return boto3.client("secretsmanager")
 
 
+def _default_events_client() -> Any:
+    return boto3.client("events")
+
+
 @dataclass
 class Deps:
     """Built once per cold start by each handler; tests build their own with moto clients and a fixed clock."""
@@ -48,6 +53,7 @@ class Deps:
     clock: Clock = utc_now
     sfn_factory: Callable[[], SFNClient] = field(default=_default_sfn_client)
     secrets_factory: Callable[[], SecretsManagerClient] = field(default=_default_secrets_client)
+    events_factory: Callable[[], Any] = field(default=_default_events_client)
     # When this process last made sure the due-shard marker covers its shard count (monotonic seconds).
     shard_count_announced_at: float | None = None
 
@@ -61,6 +67,15 @@ class Deps:
     @cached_property
     def secrets(self) -> SecretsManagerClient:
         return self.secrets_factory()
+
+    @cached_property
+    def run_events(self) -> RunEvents:
+        """Where the end of each run is announced (the bus in settings, or the log)."""
+        return RunEvents(self.settings.run_events_bus, lambda: self._events_client)
+
+    @cached_property
+    def _events_client(self) -> Any:
+        return self.events_factory()
 
     def now(self) -> datetime:
         """The clock's time, truncated to the second like every stored instant."""

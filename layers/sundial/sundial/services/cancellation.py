@@ -7,6 +7,7 @@ import logging
 from sundial.adapters.aws_retry import Backoff
 from sundial.deps import Deps
 from sundial.domain.errors import ConflictError
+from sundial.services import ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
 from sundial.store.records import InvocationRecord, TriggerRecord
@@ -43,7 +44,7 @@ def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = 
     """
     if record.status == "cancelled":
         return record
-    if record.status in invocation_store.FINISHED or not invocation_store.finish(deps, record, "cancelled", reason):
+    if record.status in invocation_store.FINISHED or not ending.finish(deps, record, "cancelled", reason):
         invocation_store.refresh(record)
         if record.status == "cancelled":
             return record

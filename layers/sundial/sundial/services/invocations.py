@@ -24,7 +24,7 @@ from sundial.domain import naming
 from sundial.domain.auth import Principal
 from sundial.domain.errors import ConflictError, FieldProblem, ServiceUnavailableError, ValidationFailedError
 from sundial.domain.instants import compact_instant, format_instant
-from sundial.services import cancellation
+from sundial.services import cancellation, ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
 from sundial.store.pagination import decode_cursor, encode_cursor, last_key
@@ -167,7 +167,7 @@ def _start_manual(
     except (ClientError, BotoCoreError) as error:
         # Nothing will ever run it: do not leave it pending (it would count as an overlapping run). Had
         # the start gone through unanswered, the run finds its record final and stands down.
-        invocation_store.finish(deps, record, "failed", "the run could not be started")
+        ending.finish(deps, record, "failed", "the run could not be started")
         raise ServiceUnavailableError("The run could not be started: Step Functions did not accept it") from error
     assert record.execution_arn is not None
     return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)

@@ -38,7 +38,7 @@ from sundial.domain.message import render_message
 from sundial.domain.missed_runs import may_start
 from sundial.domain.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
 from sundial.domain.schedule import schedule_of
-from sundial.services import cancellation
+from sundial.services import cancellation, ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
 from sundial.store.records import InvocationRecord, TriggerRecord
@@ -191,7 +191,7 @@ def _stand_down_superseded(deps: Deps, other: InvocationRecord) -> bool:
 
     Only from `pending`: a run already in progress is not stopped by an edit, so it still overlaps.
     """
-    if invocation_store.finish(deps, other, "cancelled", SUPERSEDED, only_from=("pending",)):
+    if ending.finish(deps, other, "cancelled", SUPERSEDED, only_from=("pending",)):
         return True
     invocation_store.refresh(other)
     return other.status not in invocation_store.UNFINISHED
@@ -275,7 +275,7 @@ def _record_attempt(deps: Deps, record: InvocationRecord, entry: dict[str, Any],
     write = invocation_store.AttemptWrite([*list(record.attempts or [])[: number - 1], entry], number, conversation_ids)
     if decision in ("completed", "failed"):
         error = entry["error"] if decision == "failed" else None
-        if invocation_store.finish(deps, record, decision, error, attempt=write):
+        if ending.finish(deps, record, decision, error, attempt=write):
             return decision
     invocation_store.save_attempt(record, write)
     return record.status  # type: ignore[return-value]
@@ -333,7 +333,7 @@ def _finish_without_agent(
     error: str,
 ) -> RunState:
     """Cancelled (superseded) or skipped before any agent call."""
-    if invocation_store.finish(deps, record, status, error):
+    if ending.finish(deps, record, status, error):
         if status == "skipped":
             conclude(deps, state, record, trigger)
         if (
@@ -414,7 +414,7 @@ def attempt(deps: Deps, agent: Agent, state: RunState, rng: Callable[[], float] 
         delay = retry_delay_seconds(int(trigger.retry_delay_seconds), number, rng)
         return next_state.model_copy(update={"outcome": "retry", "retry_delay_seconds": delay})
     # A replayed attempt whose outcome now ends the run (the trigger's maxRetries was lowered meanwhile).
-    if invocation_store.finish(deps, record, decision, entry["error"] if decision == "failed" else None):
+    if ending.finish(deps, record, decision, entry["error"] if decision == "failed" else None):
         conclude(deps, state, record, trigger)
     else:
         invocation_store.refresh(record)
@@ -442,7 +442,7 @@ def finalize(deps: Deps, state: RunState) -> RunState:
     record = find_invocation(state) or _ensure_invocation(deps, state, trigger, None)
     error = _failure_text(state.failure)
     logger.warning("runner step failed for %s: %s", state.invocation_id, error)
-    if invocation_store.finish(deps, record, "failed", error):
+    if ending.finish(deps, record, "failed", error):
         invocation_store.refresh(record)
         conclude(deps, state, record, trigger)
     return state.model_copy(update={"outcome": "failed"})
@@ -474,7 +474,7 @@ def close_ended_execution(deps: Deps, ended: EndedExecution) -> ClosedInvocation
     trigger = trigger_store.find(run.tenant_id, run.trigger_id)
     record = record or _ensure_invocation(deps, run, trigger, ended.execution_arn)
     status, error = _ending(ended)
-    closed = invocation_store.finish(deps, record, status, error)
+    closed = ending.finish(deps, record, status, error)
     invocation_store.refresh(record)
     if closed:
         logger.warning(

@@ -1,0 +1,51 @@
+"""Ending an invocation: the final write, then its announcement (SPEC §5, run events).
+
+Every service ends runs through `finish` here, never through the store directly (a test checks
+it), so no way of ending a run can forget the "Sundial Invocation Finished" event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sundial.contracts.api import InvocationStatus
+from sundial.contracts.events import InvocationFinished
+from sundial.deps import Deps
+from sundial.domain.instants import format_instant
+from sundial.store import invocations as invocation_store
+from sundial.store.invocations import UNFINISHED, AttemptWrite
+from sundial.store.records import InvocationRecord
+
+
+def finish(
+    deps: Deps,
+    record: InvocationRecord,
+    status: InvocationStatus,
+    error: str | None = None,
+    attempt: AttemptWrite | None = None,
+    only_from: Collection[str] = UNFINISHED,
+) -> bool:
+    """`store.invocations.finish`, and when this call was the one that ended the run, its event."""
+    if not invocation_store.finish(deps, record, status, error, attempt=attempt, only_from=only_from):
+        return False
+    deps.run_events.finished(finished_event(record))
+    return True
+
+
+def finished_event(record: InvocationRecord) -> InvocationFinished:
+    """The event of a record just made final (the store's write left the record as stored)."""
+    return InvocationFinished(
+        tenant_id=record.tenant_id,
+        project_id=record.project_id,
+        agent_id=record.agent_id,
+        trigger_id=record.trigger_id,
+        incarnation=record.incarnation,
+        invocation_id=record.invocation_id,
+        kind=record.kind,
+        status=record.status,
+        scheduled_for=format_instant(record.scheduled_for),
+        completed_at=format_instant(record.completed_at) if record.completed_at else None,
+        attempts=len(record.attempts or []),
+        error=record.error,
+        rerun_of=record.rerun_of,
+    )
