@@ -88,7 +88,7 @@ def test_watcher_closes_the_stopped_sample_run(capsys: pytest.CaptureFixture[str
 def test_sweep_leaves_the_just_seeded_run_alone(capsys: pytest.CaptureFixture[str]) -> None:
     """The seeded invocation was recorded a moment ago: younger than the sweep's grace, so not even asked about."""
     result = invoke.invoke("runner-sweep", EVENTS / "dispatch_tick.json")
-    assert result == {"lookedAt": 0, "closed": []}
+    assert result == {"lookedAt": 0, "closed": [], "errors": 0, "stoppedEarly": False}
     assert "seeded: the pending invocation of events/runner_prepare.json" in capsys.readouterr().err
 
 

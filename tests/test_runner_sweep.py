@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from sundial.contracts.execution import ExecutionInput
 from sundial.services import runner, sweep
 from sundial.store import invocations as invocation_store
@@ -107,3 +108,49 @@ def test_the_sweep_is_granted_exactly_what_it_uses(env: DispatchEnv) -> None:
     with recorded_aws_calls(tables(env), env.state_machine_arn) as calls:
         assert sorted(sweep.sweep(env.deps).closed) == sorted([run.invocation_id, orphan.invocation_id])
     assert_granted_exactly(transform_template(), "RunnerSweepFunctionRole", calls)
+
+
+def test_one_run_that_cannot_be_looked_at_does_not_stop_the_pass(
+    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped = []
+    for name in ("first", "second", "third"):
+        run, arn = prepared_run(env, name)
+        env.sfn.stop_execution(executionArn=arn, cause="stopped")
+        stopped.append((run, arn))
+    broken_arn = stopped[1][1]
+    describe = env.sfn.describe_execution
+
+    def refusing(**kwargs: Any) -> Any:
+        if kwargs["executionArn"] == broken_arn:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "denied"}}, "DescribeExecution")
+        return describe(**kwargs)
+
+    monkeypatch.setattr(env.sfn, "describe_execution", refusing)
+    env.clock.set(START + timedelta(hours=1))
+
+    report = sweep.sweep(env.deps)
+
+    assert (report.errors, sorted(report.closed)) == (
+        1,
+        sorted([stopped[0][0].invocation_id, stopped[2][0].invocation_id]),
+    )
+    assert status_of(stopped[1][0]) == ("pending", None), "left for the next pass"
+
+
+def test_a_pass_short_of_time_stops_early_and_starts_elsewhere_next_time(env: DispatchEnv) -> None:
+    run, arn = prepared_run(env, "later")
+    env.sfn.stop_execution(executionArn=arn, cause="stopped")
+    env.clock.set(START + timedelta(hours=1))
+
+    short = sweep.sweep(env.deps, remaining_seconds=lambda: sweep.TIME_MARGIN_SECONDS - 1)
+    assert (short.stopped_early, short.looked_at, short.closed) == (True, 0, [])
+    assert sweep.sweep(env.deps).closed == [run.invocation_id]
+
+
+def test_a_finished_run_leaves_its_register_out_of_the_sweep(env: DispatchEnv) -> None:
+    """The register stays (empty) until TTL; the index shows it holds nothing, so it is not read."""
+    run, _arn = prepared_run(env, "done")
+    record = invocation_store.load(run.tenant_id, run.trigger_id, run.incarnation, run.invocation_id)
+    assert invocation_store.finish(env.deps, record, "completed")
+    assert list(invocation_store.registered_partitions()) == []

@@ -87,10 +87,17 @@ def execution_ended_handler(event: dict[str, Any], _context: LambdaContext) -> d
 
 
 @entry_point(correlation_id_path=correlation_paths.EVENT_BRIDGE)
-def sweep_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
+def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Every SweepSchedule: close the runs whose execution ended without the watcher hearing of it."""
     parse(event=event, model=EventBridgeModel)
-    report = sweep.sweep(deps())
-    # Every pass reports, zero included, so an alarm on it sees a steady series.
+    report = sweep.sweep(deps(), remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
+    # Every pass reports, zeros included, so alarms on them see a steady series.
     _count("RunsClosedBySweep", len(report.closed))
-    return {"lookedAt": report.looked_at, "closed": report.closed}
+    _count("SweepErrors", report.errors)
+    _count("SweepStoppedEarly", int(report.stopped_early))
+    return {
+        "lookedAt": report.looked_at,
+        "closed": report.closed,
+        "errors": report.errors,
+        "stoppedEarly": report.stopped_early,
+    }

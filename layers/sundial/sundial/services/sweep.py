@@ -9,6 +9,8 @@ started; one whose execution has ended is closed exactly as the watcher would ha
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,12 +19,14 @@ from sundial.deps import Deps
 from sundial.services import runner
 from sundial.services.invocations import execution_input
 from sundial.store import invocations as invocation_store
-from sundial.store.records import InvocationRecord
+from sundial.store.records import REGISTER_SHARDS, InvocationRecord
 
 logger = logging.getLogger(__name__)
 
 # Younger runs are left alone: a run-now's execution may be a moment from starting.
 SWEEP_GRACE = timedelta(minutes=10)
+# A pass stops with this much of its function's time left, to report what it did.
+TIME_MARGIN_SECONDS = 30.0
 NEVER_STARTED = "Sundial.NeverStarted"
 
 
@@ -30,6 +34,8 @@ NEVER_STARTED = "Sundial.NeverStarted"
 class SweepReport:
     looked_at: int = 0
     closed: list[str] = field(default_factory=list)
+    errors: int = 0
+    stopped_early: bool = False
 
 
 def _ending(deps: Deps, record: InvocationRecord) -> runner.EndedExecution | None:
@@ -60,20 +66,45 @@ def _ending(deps: Deps, record: InvocationRecord) -> runner.EndedExecution | Non
     )
 
 
-def sweep(deps: Deps) -> SweepReport:
-    """One pass over every unfinished run older than SWEEP_GRACE; idempotent, so passes may overlap."""
+def sweep(
+    deps: Deps, remaining_seconds: Callable[[], float] = lambda: float("inf"), first_shard: int | None = None
+) -> SweepReport:
+    """One pass over every unfinished run older than SWEEP_GRACE; idempotent, so passes may overlap.
+
+    A run that cannot be looked at (an error from Step Functions or a table) is logged and counted,
+    and the pass goes on. The pass stops when its function is about to run out of time, starting
+    each time at another shard so that no shard is always the one left out.
+    """
     report = SweepReport()
     before = deps.now() - SWEEP_GRACE
-    for partition in invocation_store.registered_partitions():
-        for record in invocation_store.open_invocations_in(partition):
+    start = random.randrange(REGISTER_SHARDS) if first_shard is None else first_shard
+    for partition in invocation_store.registered_partitions(start):
+        if remaining_seconds() < TIME_MARGIN_SECONDS:
+            report.stopped_early = True
+            break
+        try:
+            records = invocation_store.open_invocations_in(partition)
+        except Exception:
+            logger.exception("sweep could not read the open runs of %s", partition)
+            report.errors += 1
+            continue
+        for record in records:
             if record.created_at > before:
                 continue
             report.looked_at += 1
-            ended = _ending(deps, record)
-            if ended is None:
-                continue
-            closed = runner.close_ended_execution(deps, ended)
-            if closed.closed:
-                logger.warning("sweep closed invocation %s as %s: %s", record.invocation_id, closed.status, ended.cause)
-                report.closed.append(record.invocation_id)
+            try:
+                _close_if_ended(deps, record, report)
+            except Exception:
+                logger.exception("sweep could not look at invocation %s", record.invocation_id)
+                report.errors += 1
     return report
+
+
+def _close_if_ended(deps: Deps, record: InvocationRecord, report: SweepReport) -> None:
+    ended = _ending(deps, record)
+    if ended is None:
+        return
+    closed = runner.close_ended_execution(deps, ended)
+    if closed.closed:
+        logger.warning("sweep closed invocation %s as %s: %s", record.invocation_id, closed.status, ended.cause)
+        report.closed.append(record.invocation_id)

@@ -194,11 +194,15 @@ def open_invocations_in(partition: str) -> list[InvocationRecord]:
     return found
 
 
-def registered_partitions() -> Iterator[str]:
-    """Every incarnation partition that has a register of unfinished runs (from the registers index)."""
-    for shard in range(REGISTER_SHARDS):
-        for register in OpenRegisterRecord.registers.query(shard):
-            yield str(register.trigger_key)
+def registered_partitions(first_shard: int = 0) -> Iterator[str]:
+    """Every incarnation partition whose register names unfinished runs, by the registers index.
+
+    Shards are walked from `first_shard` round, so passes cut short do not always leave the same ones.
+    """
+    for step in range(REGISTER_SHARDS):
+        for register in OpenRegisterRecord.registers.query((first_shard + step) % REGISTER_SHARDS):
+            if register.open_ids:
+                yield str(register.trigger_key)
 
 
 def save_attempt(record: InvocationRecord, attempt: AttemptWrite) -> None:

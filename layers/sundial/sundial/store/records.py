@@ -23,7 +23,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.constants import STRING
 from pynamodb.exceptions import PutError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from sundial.domain.instants import format_instant, parse_instant
@@ -228,15 +228,16 @@ def register_shard_for(partition: str) -> int:
 
 
 class RegistersIndex(GlobalSecondaryIndex["OpenRegisterRecord"]):
-    """Keys only, one entry per incarnation that has had unfinished runs: what the sweep walks.
+    """Every incarnation's register with the ids it holds: what the sweep walks.
 
-    Its key is written once per register, never per run; read by the sweep alone, for which a lag
-    of seconds does not matter (it looks at runs minutes old).
+    A register stays (empty) until TTL removes it, so the index projects `open_ids` and the sweep
+    reads only the registers that name runs. Read by the sweep alone, for which a lag of seconds
+    does not matter (it looks at runs minutes old, each read again consistently).
     """
 
     class Meta:
         index_name = "registers"
-        projection = KeysOnlyProjection()
+        projection = IncludeProjection(["open_ids"])
 
     register_shard = NumberAttribute(hash_key=True)
 
