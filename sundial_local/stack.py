@@ -524,11 +524,18 @@ class LocalStack:
         """The API function's answer, given only once what it wrote is on disk (a crash then loses nothing)."""
         assert self._api is not None, "requests are served only once the functions are loaded"
         try:
-            return self._api(event, lambda_context("ApiFunction"))
+            response = self._api(event, lambda_context("ApiFunction"))
         finally:
             discard_unpublished_metrics()
-            if event.get("requestContext", {}).get("http", {}).get("method") not in READ_ONLY_METHODS:
-                self._save_quietly()
+        if event.get("requestContext", {}).get("http", {}).get("method") in READ_ONLY_METHODS:
+            return response
+        if self._persister is not None:
+            try:
+                self._persister.save()
+            except Exception as error:
+                logger.exception("could not save the tables to %s", shown(self.config.state_file))
+                return unsaved_response(self.config.state_file, error)
+        return response
 
     def _saving(self, handler: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
         def handled(event: dict[str, Any], context: Any) -> Any:
@@ -577,6 +584,13 @@ class LocalStack:
             counts["invocations"],
             shown(path),
         )
+
+
+def unsaved_response(path: Path, error: Exception) -> dict[str, Any]:
+    """A write the stack made but could not put on disk is not acknowledged: 503, in the API's error shape."""
+    message = f"The local stack could not save its state to {shown(path)} ({error}); the change may be lost"
+    body = {"error": {"code": "unavailable", "message": message, "details": []}}
+    return {"statusCode": 503, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
 
 
 def shown(path: Path) -> str:

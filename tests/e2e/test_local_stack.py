@@ -517,3 +517,23 @@ def test_an_execution_stopped_behind_sundials_back_is_closed_by_the_local_watche
         assert agent.runs("stopped-outside") == []
     finally:
         assert stack.stop() == 0, stack.output
+
+
+def test_a_write_that_cannot_be_saved_is_not_acknowledged(agent: RecordingAgent, tmp_path: Path) -> None:
+    """A 201 means the trigger is on disk: when the state file cannot be written the API answers 503."""
+    stack = StackProcess(agent.url, tmp_path)
+    stack.start()
+    try:
+        api = Api(stack.url)
+        blocker = tmp_path / "state.json.partial"
+        blocker.mkdir()  # every save now fails: its temporary file's path is a folder
+        status, refused = api.call(
+            "POST", BASE, {"id": "unsaved", "name": "Unsaved", "cronExpression": NEVER}, auth=token()
+        )
+        assert (status, refused["error"]["code"]) == (503, "unavailable"), refused
+        blocker.rmdir()
+        api.ok("POST", BASE, {"id": "saved", "name": "Saved", "cronExpression": NEVER}, expect=201)
+        on_disk = json.loads((tmp_path / "state.json").read_text())["tables"]["triggers"]
+        assert any(item["pk"]["S"] == "acme#saved" for item in on_disk)
+    finally:
+        assert stack.stop() == 0, stack.output
