@@ -59,27 +59,80 @@ def test_a_broken_rule_fails_the_check(tmp_path: Path, module: str, violation: s
 
 
 # What only a store may do with a record: reach DynamoDB through the model class or an instance.
-RECORD_IO_METHODS = frozenset({"save", "refresh", "delete", "query", "scan", "batch_get", "batch_write"})
+RECORD_IO_METHODS = frozenset(
+    {"save", "refresh", "delete", "update", "query", "scan", "get", "count", "batch_get", "batch_write"}
+)
+RECORDS_MODULE = "sundial.store.records"
+CLIENT_MAKERS = frozenset({"client", "resource", "create_client", "get_session", "Session"})
+BOTOCORE_CLIENT_MODULES = ("botocore.session", "botocore.client")
+
+
+def _record_names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """Names bound to record classes (aliases included), and names bound to the records module itself."""
+    classes: set[str] = set()
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == RECORDS_MODULE:
+            classes |= {alias.asname or alias.name for alias in node.names if alias.name.endswith("Record")}
+        elif isinstance(node, ast.ImportFrom) and node.module == "sundial.store":
+            modules |= {alias.asname or alias.name for alias in node.names if alias.name == "records"}
+        elif isinstance(node, ast.Import):
+            modules |= {alias.asname or alias.name for alias in node.names if alias.name == RECORDS_MODULE}
+    return classes, modules
+
+
+def _is_record_class(node: ast.AST, classes: set[str], modules: set[str]) -> bool:
+    """`TriggerRecord`, an alias of it, `records.TriggerRecord`, or `type(record)`."""
+    if isinstance(node, ast.Name):
+        return node.id.endswith("Record") or node.id in classes
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return node.value.id in modules or node.attr.endswith("Record")
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "type"
 
 
 def record_io(source: str) -> list[str]:
-    """Where code touches DynamoDB through pynamodb records: `SomethingRecord.<anything>`, or an I/O method.
+    """Where code touches DynamoDB (or makes an AWS client) other than through a store function.
 
     Services may build and read records (they are the stores' data), but every read and write of a
     table goes through a store function, so a service can be tested, and later run, on another store.
+    Flagged: any attribute of a record class (however it is named), an I/O method called on anything
+    but a `*_store` module (`getattr(record, "save")` included), and a client made from boto3 or
+    botocore.
     """
+    tree = ast.parse(source)
+    classes, modules = _record_names(tree)
     found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id.endswith("Record"):
-            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_record_class(node.value, classes, modules):
+            found.append(f"line {node.lineno}: a record class's .{node.attr}")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(("botocore.session", "botocore.client")):
+            found.append(f"line {node.lineno}: imports {node.module}")
+        if isinstance(node, ast.Import) and any(
+            alias.name in ("botocore.session", "botocore.client") for alias in node.names
+        ):
+            found.append(f"line {node.lineno}: imports a botocore client module")
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2:
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and name.value in RECORD_IO_METHODS:
+                found.append(f"line {node.lineno}: getattr(..., {name.value!r})")
+        if isinstance(node.func, ast.Attribute):
             receiver = node.func.value
             if isinstance(receiver, ast.Name) and receiver.id.endswith("_store"):
                 continue  # a store function, e.g. trigger_store.delete(record)
             method = node.func.attr
-            if method in RECORD_IO_METHODS or (method == "update" and any(k.arg == "actions" for k in node.keywords)):
+            if method in CLIENT_MAKERS:
+                found.append(f"line {node.lineno}: .{method}(...) makes a client")
+            elif method in RECORD_IO_METHODS and not _is_plain_read(node):
                 found.append(f"line {node.lineno}: .{method}(...)")
     return found
+
+
+def _is_plain_read(call: ast.Call) -> bool:
+    """`mapping.get(key)` / `mapping.get(key, default)` on a value that is not a record class: a dict read."""
+    method = call.func.attr if isinstance(call.func, ast.Attribute) else None
+    return method == "get" and not call.keywords and len(call.args) in (1, 2)
 
 
 @pytest.mark.parametrize("module", sorted((PACKAGE / "services").glob("*.py")), ids=lambda path: path.name)
@@ -92,11 +145,20 @@ def test_services_reach_tables_only_through_a_store(module: Path) -> None:
     [
         "TriggerRecord.get('pk', consistent_read=True)",
         "record.update(actions=[TriggerRecord.enabled.set(False)])",
+        "record.update(actions)",
         "record.refresh(consistent_read=True)",
+        "getattr(record, 'save')()",
+        "type(record).get('pk', consistent_read=True)",
+        "records.TriggerRecord.get('pk')",
+        "Triggers.get('pk')",
+        "boto3.client('dynamodb')",
+        "botocore.session.get_session().create_client('dynamodb')",
     ],
 )
 def test_the_record_check_sees_a_service_touching_a_table(violation: str) -> None:
-    source = (PACKAGE / "services" / "runner.py").read_text() + f"\n\ndef _deliberate(record):\n    {violation}\n"
+    imports = "from sundial.store.records import TriggerRecord as Triggers\nfrom sundial.store import records\n"
+    source = imports + (PACKAGE / "services" / "runner.py").read_text()
+    source += f"\n\ndef _deliberate(record, actions):\n    {violation}\n"
     assert record_io(source) != []
 
 
