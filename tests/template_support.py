@@ -102,7 +102,9 @@ def recorded_aws_calls(tables: dict[str, str], state_machine_arn: str) -> Iterat
 
     def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
         service = client.meta.service_model.service_name
-        if service == "dynamodb":
+        if service == "dynamodb" and "RequestItems" in params:  # BatchGetItem, BatchWriteItem
+            calls.update((f"dynamodb:{operation}", tables[table]) for table in params["RequestItems"])
+        elif service == "dynamodb":
             index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
             calls.add((f"dynamodb:{operation}", tables[params["TableName"]] + index))
         elif service == "stepfunctions":

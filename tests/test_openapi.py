@@ -23,6 +23,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", AGENT): ("201", "TriggerCreate"),
     ("get", AGENT): ("200", None),
     ("get", "/tenants/{tenant_id}/projects/{project_id}/scheduled-triggers"): ("200", None),
+    ("get", "/tenants/{tenant_id}/projects/{project_id}/invocations"): ("200", None),
     ("get", f"{AGENT}/upcoming-runs"): ("200", None),
     ("get", TRIGGER): ("200", None),
     ("patch", TRIGGER): ("200", "TriggerPatch"),

@@ -329,6 +329,7 @@ def _exercise_every_route(api: ApiClient) -> None:
     ok += [
         run,
         api.request("GET", f"{BASE}/t1/invocations"),
+        api.request("GET", "/tenants/acme/projects/website/invocations", query={"status": "pending"}),
         api.request("GET", invocation),
         api.request("POST", f"{invocation}/cancel"),
         api.request("POST", f"{invocation}/rerun"),

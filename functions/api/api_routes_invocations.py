@@ -10,7 +10,7 @@ from api_request import agent_path, caller, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from sundial.contracts.api import Invocation, InvocationPage, InvocationStatus, RunAccepted
+from sundial.contracts.api import ID_PATTERN, Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
 from sundial.services import invocations
 from sundial.store.pagination import DEFAULT_PAGE_SIZE
 
@@ -36,6 +36,30 @@ def run_now(
     path = agent_path(tenant_id, project_id, agent_id)
     accepted = invocations.run_now(deps_of(router), caller(router), path, trigger_id, idempotency_key)
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)
+
+
+@router.get(
+    "/tenants/<tenant_id>/projects/<project_id>/invocations",
+    summary="A project's invocations, newest first, deleted triggers' included",
+    operation_id="listProjectInvocations",
+    responses=responses(
+        200, "One page of invocations (it may hold fewer than limit; follow nextCursor)", 400, *READ_ERRORS
+    ),
+)
+def list_project_invocations(
+    tenant_id: IdParam,
+    project_id: IdParam,
+    status: Annotated[InvocationStatus | None, Query()] = None,
+    kind: Annotated[InvocationKind | None, Query()] = None,
+    trigger_id: Annotated[str | None, Query(alias="triggerId", pattern=ID_PATTERN)] = None,
+    agent_id: Annotated[str | None, Query(alias="agentId", pattern=ID_PATTERN)] = None,
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: CursorParam = None,
+) -> InvocationPage:
+    query = invocations.ProjectInvocationQuery(status, kind, trigger_id, agent_id, from_, to, limit, cursor)
+    return invocations.list_project_invocations(caller(router), tenant_id, project_id, query)
 
 
 @router.get(

@@ -79,6 +79,7 @@ ROUTES = [
     Route("create", "POST", BASE, 201, {"id": "new", **DAILY}, writes=True),
     Route("list-agent", "GET", BASE, 200),
     Route("list-project", "GET", PROJECT_BASE, 200),
+    Route("project-history", "GET", PROJECT_BASE.rsplit("/scheduled-triggers", 1)[0] + "/invocations", 200),
     Route("upcoming-runs", "GET", f"{BASE}/upcoming-runs", 200),
     Route("get", "GET", TRIGGER, 200),
     Route("patch", "PATCH", TRIGGER, 200, {"name": "Renamed"}, writes=True),

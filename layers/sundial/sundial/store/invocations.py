@@ -26,6 +26,7 @@ from sundial.store.records import (
     OpenRegisterRecord,
     condition_held,
     invocation_partition,
+    project_key,
     register_shard_for,
 )
 
@@ -84,6 +85,7 @@ def new_invocation(
         schedule_version=schedule_version,
         rerun_of=rerun_of,
         expires_at=expiry_for(deps, now, finished=False),
+        project_key=project_key(tenant_id, project_id),
     )
 
 
@@ -192,6 +194,40 @@ def open_invocations_in(partition: str) -> list[InvocationRecord]:
         if record.status in UNFINISHED:
             found.append(record)
     return found
+
+
+def project_history(
+    partition: str, low_key: str, high_key: str, start: dict[str, str] | None, batch: int
+) -> Iterator[InvocationRecord]:
+    """A project's invocations with ids in [low_key, high_key], newest first, after `start`.
+
+    The index holds keys only; the records are read back `batch` at a time, strongly consistent, in
+    the index's order. One removed by TTL in between is passed over.
+    """
+    keys = InvocationRecord.project_history.query(
+        partition,
+        range_key_condition=InvocationRecord.invocation_id.between(low_key, high_key),
+        scan_index_forward=False,
+        last_evaluated_key={name: {"S": value} for name, value in start.items()} if start else None,
+        page_size=batch,
+    )
+    pending: list[tuple[str, str]] = []
+    for key in keys:
+        pending.append((str(key.trigger_key), str(key.invocation_id)))
+        if len(pending) == batch:
+            yield from _read_in_order(pending)
+            pending = []
+    yield from _read_in_order(pending)
+
+
+def _read_in_order(keys: list[tuple[str, str]]) -> Iterator[InvocationRecord]:
+    found = {
+        (str(record.trigger_key), str(record.invocation_id)): record
+        for record in InvocationRecord.batch_get(keys, consistent_read=True)
+    }
+    for key in keys:
+        if key in found:
+            yield found[key]
 
 
 def registered_partitions(first_shard: int = 0) -> Iterator[str]:

@@ -23,7 +23,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.constants import STRING
 from pynamodb.exceptions import PutError, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from sundial.domain.instants import format_instant, parse_instant
@@ -170,6 +170,20 @@ class TriggerRecord(Model):
     due = DueIndex()
 
 
+class ProjectHistoryIndex(GlobalSecondaryIndex["InvocationRecord"]):
+    """Keys only: a project's invocations by time, deleted triggers' included (until TTL removes them).
+
+    Its keys never change after an invocation is created, so it costs one index write per run.
+    """
+
+    class Meta:
+        index_name = "project_history"
+        projection = KeysOnlyProjection()
+
+    project_key = UnicodeAttribute(hash_key=True)
+    invocation_id = UnicodeAttribute(range_key=True)
+
+
 class InvocationRecord(Model):
     """One occurrence or manual run. `invocation_id` starts with the compact scheduledFor, so it sorts by time."""
 
@@ -201,6 +215,8 @@ class InvocationRecord(Model):
     rerun_of = UnicodeAttribute(null=True)
     error = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
+    project_key = UnicodeAttribute(null=True)  # tenant#project: absent on records written before project history
+    project_history = ProjectHistoryIndex()
 
 
 class IdempotencyRecord(Model):
