@@ -22,6 +22,7 @@ from sundial.adapters.agent_http import AgentRequest, AgentResult
 from sundial.domain import naming, retry_policy
 from sundial.services import cancellation, runner
 from sundial.store import invocations as invocation_store
+from sundial.store import triggers as trigger_store
 from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
 from sundial_local.template import ASL_PATH, resource
@@ -835,3 +836,18 @@ def test_a_skipped_occurrence_does_not_hide_the_last_outcome(harness: Harness, a
     shown = trigger_of(api, trigger["id"])
     assert (shown["lastRunAt"], shown["lastRunStatus"]) == ("2026-11-27T16:00:00Z", "skipped")
     assert (shown["lastOutcomeAt"], shown["lastOutcomeStatus"]) == (AT_TEXT, "completed")
+
+
+def test_a_run_that_ends_after_a_later_skipped_one_still_shows_as_the_last_outcome(api: ApiClient) -> None:
+    """The two pairs move apart when only one may: lastRun stays the later skip, lastOutcome takes the run."""
+    trigger = create(api)
+    incarnation = incarnation_of(trigger["id"])
+    later, earlier = AT + timedelta(days=1), AT
+    assert trigger_store.record_last_run("acme", trigger["id"], incarnation, later, "skipped", [])
+    assert not trigger_store.record_last_run("acme", trigger["id"], incarnation, earlier, "completed", ["c-1"])
+
+    shown = trigger_of(api, trigger["id"])
+    assert (shown["lastRunAt"], shown["lastRunStatus"]) == ("2026-11-27T16:00:00Z", "skipped")
+    assert (shown["lastOutcomeAt"], shown["lastOutcomeStatus"]) == (AT_TEXT, "completed")
+    assert not trigger_store.record_last_run("acme", trigger["id"], "another-incarnation", later, "failed", [])
+    assert trigger_of(api, trigger["id"])["lastOutcomeStatus"] == "completed"

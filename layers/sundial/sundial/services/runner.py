@@ -313,10 +313,6 @@ def conclude(deps: Deps, state: ExecutionInput, record: InvocationRecord, trigge
     )
     if not shown:
         logger.info("lastRun of %s not updated: deleted, re-created, or a later run finished first", trigger.pk)
-    if record.status in ("completed", "failed"):
-        trigger_store.record_last_outcome(
-            state.tenant_id, state.trigger_id, state.incarnation, record.scheduled_for, record.status
-        )
     if record.status == "failed" and state.kind == "scheduled" and trigger.pause_on_failure:
         when = format_instant(record.scheduled_for)
         reason = f"scheduled run {record.invocation_id} for {when} failed: {record.error}"[:MAX_ERROR_CHARS]

@@ -16,6 +16,8 @@ from sundial.contracts.api import AgentPath
 from sundial.domain.errors import NotFoundError
 from sundial.store.records import TriggerRecord, condition_held, trigger_pk
 
+# Final statuses that are a run's outcome (lastOutcome*), as opposed to skipped or cancelled.
+OUTCOMES = frozenset({"completed", "failed"})
 # The attributes that together say when a trigger runs next and which occurrence is claimed.
 SCHEDULE_STATE = (
     "schedule_version",
@@ -153,28 +155,32 @@ def pause(tenant_id: str, trigger_id: str, incarnation: str, reason: str, now: d
 def record_last_run(
     tenant_id: str, trigger_id: str, incarnation: str, at: datetime, status: str, conversation_ids: list[str]
 ) -> bool:
-    """Show a finished run on its trigger, unless a later one is already shown or the trigger was re-created."""
+    """Show a finished run on its trigger (and, if it completed or failed, as its last outcome).
+
+    Each pair of fields moves only forward in time and only for the same incarnation. The usual
+    case is one write; when only one of the pairs may move (a later run is shown in the other),
+    the two are written apart.
+    """
     trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
     ids: Any = list(conversation_ids)  # pynamodb's stubs type a list of strings as a list of attributes
-    actions: list[Any] = [
+    run: list[Any] = [
         TriggerRecord.last_run_at.set(at),
         TriggerRecord.last_run_status.set(status),
         TriggerRecord.last_run_conversation_ids.set(ids),
     ]
-    latest = (TriggerRecord.incarnation == incarnation) & (
-        TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)
-    )
-    return condition_held(lambda: trigger.update(actions=actions, condition=latest))
-
-
-def record_last_outcome(tenant_id: str, trigger_id: str, incarnation: str, at: datetime, status: str) -> bool:
-    """Show a completed or failed run as the trigger's last outcome, unless a later one is shown already."""
-    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
-    actions: list[Any] = [TriggerRecord.last_outcome_at.set(at), TriggerRecord.last_outcome_status.set(status)]
-    latest = (TriggerRecord.incarnation == incarnation) & (
-        TriggerRecord.last_outcome_at.does_not_exist() | (TriggerRecord.last_outcome_at <= at)
-    )
-    return condition_held(lambda: trigger.update(actions=actions, condition=latest))
+    same = TriggerRecord.incarnation == incarnation
+    run_is_latest = TriggerRecord.last_run_at.does_not_exist() | (TriggerRecord.last_run_at <= at)
+    if status not in OUTCOMES:
+        return condition_held(lambda: trigger.update(actions=run, condition=same & run_is_latest))
+    outcome: list[Any] = [TriggerRecord.last_outcome_at.set(at), TriggerRecord.last_outcome_status.set(status)]
+    outcome_is_latest = TriggerRecord.last_outcome_at.does_not_exist() | (TriggerRecord.last_outcome_at <= at)
+    if condition_held(
+        lambda: trigger.update(actions=run + outcome, condition=same & run_is_latest & outcome_is_latest)
+    ):
+        return True
+    shown = condition_held(lambda: trigger.update(actions=run, condition=same & run_is_latest))
+    condition_held(lambda: trigger.update(actions=outcome, condition=same & outcome_is_latest))
+    return shown
 
 
 def count_missed(tenant_id: str, trigger_id: str, incarnation: str) -> bool:
