@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
 
 from sundial.contracts.api import InvocationKind, InvocationStatus
+from sundial.domain.instants import format_instant
 
 RUN_EVENTS_SOURCE = "sundial"
 INVOCATION_FINISHED = "Sundial Invocation Finished"
@@ -20,7 +22,7 @@ class InvocationFinished(BaseModel):
     within a version, so consumers should ignore fields they do not know.
     """
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, from_attributes=True)
 
     schema_version: Literal["1"] = "1"
     tenant_id: str
@@ -36,6 +38,17 @@ class InvocationFinished(BaseModel):
     attempts: int
     error: str | None
     rerun_of: str | None
+
+    @field_validator("scheduled_for", "completed_at", mode="before")
+    @classmethod
+    def _instant(cls, value: Any) -> Any:
+        return format_instant(value) if isinstance(value, datetime) else value
+
+    @field_validator("attempts", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        """Read from a record, `attempts` is the list of them: the event carries how many."""
+        return len(value) if isinstance(value, list) else value
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)

@@ -11,7 +11,6 @@ from collections.abc import Collection
 from sundial.contracts.api import InvocationStatus
 from sundial.contracts.events import InvocationFinished
 from sundial.deps import Deps
-from sundial.domain.instants import format_instant
 from sundial.store import invocations as invocation_store
 from sundial.store.invocations import UNFINISHED, AttemptWrite
 from sundial.store.records import InvocationRecord
@@ -34,18 +33,4 @@ def finish(
 
 def finished_event(record: InvocationRecord) -> InvocationFinished:
     """The event of a record just made final (the store's write left the record as stored)."""
-    return InvocationFinished(
-        tenant_id=record.tenant_id,
-        project_id=record.project_id,
-        agent_id=record.agent_id,
-        trigger_id=record.trigger_id,
-        incarnation=record.incarnation,
-        invocation_id=record.invocation_id,
-        kind=record.kind,
-        status=record.status,
-        scheduled_for=format_instant(record.scheduled_for),
-        completed_at=format_instant(record.completed_at) if record.completed_at else None,
-        attempts=len(record.attempts or []),
-        error=record.error,
-        rerun_of=record.rerun_of,
-    )
+    return InvocationFinished.model_validate(record, from_attributes=True)

@@ -131,14 +131,8 @@ def pause(tenant_id: str, trigger_id: str, incarnation: str, reason: str, now: d
     """
     trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
     actions: list[Any] = [
-        TriggerRecord.enabled.set(False),
+        *used_up_actions(now),
         TriggerRecord.paused_reason.set(reason),
-        TriggerRecord.schedule_version.add(1),
-        TriggerRecord.revision.add(1),
-        TriggerRecord.updated_at.set(now),
-        TriggerRecord.next_run_at.remove(),
-        TriggerRecord.due_shard.remove(),
-        TriggerRecord.due_at.remove(),
         TriggerRecord.claim_for.remove(),
         TriggerRecord.claim_name.remove(),
         TriggerRecord.claim_version.remove(),
