@@ -288,6 +288,9 @@ def test_completed_or_failed_never_overwrites_cancelled(
     assert record.status == "cancelled", f"a {would_be} run overwrote the cancellation"
     assert record.error == "cancelled by request"
     assert len(attempts_of(run)) == 1, "the attempt in flight is still recorded"
+    assert attempts_of(run)[0]["afterCancel"] is True, "and flagged as having come back after the cancel"
+    shown = api.request("GET", f"{BASE}/{trigger['id']}/invocations/{run.invocation_id}").body
+    assert (shown["status"], shown["attempts"][0]["afterCancel"]) == ("cancelled", True)
     assert trigger_of(api, trigger["id"])["lastRunStatus"] is None
 
 

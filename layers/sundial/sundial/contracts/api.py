@@ -265,6 +265,9 @@ class Attempt(ApiModel):
     http_status: int | None
     error: str | None
     conversation_id: str | None
+    # True for an attempt that came back after its invocation was cancelled (SPEC §5): it is kept as it
+    # happened and never changes the invocation's status.
+    after_cancel: bool = False
 
 
 class Invocation(ApiModel):

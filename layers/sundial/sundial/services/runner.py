@@ -272,12 +272,17 @@ def _record_attempt(deps: Deps, record: InvocationRecord, entry: dict[str, Any],
     conversation_ids = [str(each) for each in record.conversation_ids or []]
     if entry["conversationId"] and entry["conversationId"] not in conversation_ids:
         conversation_ids.append(entry["conversationId"])
-    write = invocation_store.AttemptWrite([*list(record.attempts or [])[: number - 1], entry], number, conversation_ids)
+    earlier = list(record.attempts or [])[: number - 1]
+    write = invocation_store.AttemptWrite([*earlier, entry], number, conversation_ids)
     if decision in ("completed", "failed"):
         error = entry["error"] if decision == "failed" else None
         if ending.finish(deps, record, decision, error, attempt=write):
             return decision
-    invocation_store.save_attempt(record, write)
+    elif invocation_store.save_attempt(record, write):
+        return record.status  # type: ignore[return-value]
+    # The run was ended meanwhile (a cancel during the call): the attempt is kept, flagged, status untouched.
+    late = invocation_store.AttemptWrite([*earlier, {**entry, "afterCancel": True}], number, conversation_ids)
+    invocation_store.save_attempt(record, late, while_open=False)
     return record.status  # type: ignore[return-value]
 
 

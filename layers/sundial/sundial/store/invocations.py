@@ -241,9 +241,18 @@ def registered_partitions(first_shard: int = 0) -> Iterator[str]:
                 yield str(register.trigger_key)
 
 
-def save_attempt(record: InvocationRecord, attempt: AttemptWrite) -> None:
-    """Record an attempt of a run that goes on (a retry follows, or a cancel landed during the call)."""
-    record.update(actions=attempt.actions())
+def save_attempt(record: InvocationRecord, attempt: AttemptWrite, *, while_open: bool = True) -> bool:
+    """Record an attempt of a run that goes on (a retry follows); False when the run had ended meanwhile.
+
+    With `while_open=False` the attempt is recorded whatever the status (an attempt that came back
+    after a cancel: it happened, and its record says so, but the status stays as it is).
+    """
+    if not while_open:
+        record.update(actions=attempt.actions())
+        return True
+    return condition_held(
+        lambda: record.update(actions=attempt.actions(), condition=InvocationRecord.status.is_in(*UNFINISHED))
+    )
 
 
 def refresh(record: InvocationRecord) -> None:
