@@ -19,6 +19,7 @@ import runner_handler
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core.exceptions import JsonRESTError
 from sundial.adapters.agent_http import AgentRequest, AgentResult
+from sundial.deps import Deps
 from sundial.domain import naming, retry_policy
 from sundial.services import cancellation, runner
 from sundial.store import invocations as invocation_store
@@ -27,8 +28,9 @@ from sundial.store.records import InvocationRecord, TriggerRecord, invocation_pa
 
 from sundial_local.template import ASL_PATH, resource
 from tests.api_support import incarnation_of, registered_open
-from tests.conftest import BASE, ApiClient, Stack
+from tests.conftest import BASE, ApiClient, Stack, make_settings
 from tests.runner_support import (
+    AgentServer,
     Harness,
     Reply,
     Run,
@@ -854,3 +856,60 @@ def test_a_run_that_ends_after_a_later_skipped_one_still_shows_as_the_last_outco
     assert (shown["lastOutcomeAt"], shown["lastOutcomeStatus"]) == (AT_TEXT, "completed")
     assert not trigger_store.record_last_run("acme", trigger["id"], "another-incarnation", later, "failed", [])
     assert trigger_of(api, trigger["id"])["lastOutcomeStatus"] == "completed"
+
+
+def test_a_cancel_of_a_running_run_tells_the_agent(
+    harness: Harness, api: ApiClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AGENT_CANCEL_URL gets {invocationId, attemptNumber} with the run's token; the run stays cancelled."""
+    import api_handler
+
+    with AgentServer() as cancels:
+        settings = make_settings(stack.settings.state_machine_arn, AGENT_CANCEL_URL=cancels.url)
+        telling = Deps(settings, clock=stack.clock, sfn_factory=lambda: stack.sfn)
+        monkeypatch.setattr(api_handler, "deps", lambda: telling)
+        trigger = create(api, maxRetries=0)
+
+        def cancel_during_call() -> None:
+            [record] = invocation_store.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
+            path = f"{BASE}/{trigger['id']}/invocations/{record.invocation_id}/cancel"
+            assert api.request("POST", path).status == 200
+
+        harness.agent.then(Reply(200, {"conversationId": "late"}, action=cancel_during_call))
+        run = harness.run_scheduled("acme", trigger["id"], AT)
+
+        assert run.invocation().status == "cancelled"
+        [told] = cancels.received
+        assert told.body == {"invocationId": run.invocation_id, "attemptNumber": 1}
+        assert told.headers["authorization"] == f"Bearer {settings.agent_run_token}"  # the agent's own token
+        assert told.headers["idempotency-key"] == f"cancel:{run.invocation_id}:1"
+
+
+def test_an_agent_refusing_the_cancel_or_a_pending_run_cancelled_changes_nothing(
+    harness: Harness, api: ApiClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused cancel is logged and the run is cancelled anyway; a run that had not started is not told of."""
+    import api_handler
+
+    with AgentServer() as cancels:
+        cancels.then(Reply(500, {"error": "down"}))
+        settings = make_settings(stack.settings.state_machine_arn, AGENT_CANCEL_URL=cancels.url)
+        telling = Deps(settings, clock=stack.clock, sfn_factory=lambda: stack.sfn)
+        monkeypatch.setattr(api_handler, "deps", lambda: telling)
+        trigger = create(api, maxRetries=0)
+
+        def cancel_during_call() -> None:
+            [record] = invocation_store.open_invocations("acme", trigger["id"], incarnation_of(trigger["id"]))
+            path = f"{BASE}/{trigger['id']}/invocations/{record.invocation_id}/cancel"
+            assert api.request("POST", path).status == 200
+
+        harness.agent.then(Reply(200, action=cancel_during_call))
+        run = harness.run_scheduled("acme", trigger["id"], AT)
+        assert run.invocation().status == "cancelled"
+        assert len(cancels.received) == 1  # told, refused, and the run is cancelled all the same
+
+        manual = api.request("POST", f"{BASE}/{trigger['id']}/run")  # pending: no attempt to tell about
+        cancelled = api.request("POST", f"{BASE}/{trigger['id']}/invocations/{manual.body['invocationId']}/cancel")
+        assert cancelled.status == 200, cancelled.body
+        wait_for_execution(stack.sfn, manual.body["executionArn"])
+        assert len(cancels.received) == 1

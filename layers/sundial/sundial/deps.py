@@ -81,6 +81,13 @@ class Deps:
         """The clock's time, truncated to the second like every stored instant."""
         return self.clock().astimezone(UTC).replace(microsecond=0)
 
+    @cached_property
+    def agent_canceller(self) -> AgentClient | None:
+        """Where a cancelled run's agent is told (`AGENT_CANCEL_URL`); None when it is not to be told."""
+        if not self.settings.agent_cancel_url:
+            return None
+        return AgentClient(self.settings.agent_cancel_url, token_source(self.settings, lambda: self.secrets))
+
     def agent_client(self) -> AgentClient:
         """The agent client configured from settings (`AGENT_RUN_URL` and the token)."""
         if not self.settings.agent_run_url:

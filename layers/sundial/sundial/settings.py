@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     agent_run_url: str = Field("", alias="AGENT_RUN_URL")
     agent_run_token_secret_arn: str = Field("", alias="AGENT_RUN_TOKEN_SECRET_ARN")
     agent_run_token: str = Field("", alias="AGENT_RUN_TOKEN", repr=False)
+    # Told (best effort) when a running invocation is cancelled; empty: the agent is not told.
+    agent_cancel_url: str = Field("", alias="AGENT_CANCEL_URL")
     # EventBridge bus that gets "Sundial Invocation Finished" events; empty: they are only logged (local).
     run_events_bus: str = Field("", alias="RUN_EVENTS_BUS")
 

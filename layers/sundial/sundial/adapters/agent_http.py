@@ -39,6 +39,8 @@ TOKEN_CACHE_SECONDS = 300
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_ERROR_DETAIL_CHARS = 300
 MAX_BODY_BYTES = 64 * 1024
+# Telling the agent about a cancel happens inside an API request: it must not hold it for long.
+CANCEL_TIMEOUT_SECONDS = 5.0
 READ_CHUNK_BYTES = 16 * 1024
 REDACTED = "[redacted]"
 # `Authorization: …` as a header line, a JSON/dict key or a form field; the value runs to the end of its quotes or line.
@@ -259,14 +261,24 @@ class AgentClient:
 
     def call(self, request: AgentRequest, timeout_seconds: float) -> AgentResult:
         """One attempt, connect to last body byte, within `timeout_seconds`; never raises for the network or agent."""
+        return self._post(request.body(), request.idempotency_key, timeout_seconds)
+
+    def cancel(
+        self, invocation_id: str, attempt_number: int, timeout_seconds: float = CANCEL_TIMEOUT_SECONDS
+    ) -> AgentResult:
+        """Tell the agent a run was cancelled (SPEC §5): `{invocationId, attemptNumber}`, same token, same limits."""
+        body = {"invocationId": invocation_id, "attemptNumber": attempt_number}
+        return self._post(body, f"cancel:{invocation_id}:{attempt_number}", timeout_seconds)
+
+    def _post(self, payload: dict[str, Any], idempotency_key: str, timeout_seconds: float) -> AgentResult:
         deadline = _Deadline(timeout_seconds, self._monotonic)
         token = self._token()
         headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
-            "Idempotency-Key": request.idempotency_key,
+            "Idempotency-Key": idempotency_key,
         }
-        body = json.dumps(request.body(), separators=(",", ":"), ensure_ascii=False).encode()
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         watchdog: _Watchdog | None = None
         connection = self._connection_class(self._host, self._port, timeout=max(deadline.remaining(), 0.001))
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from sundial.adapters.agent_http import AttemptOutcome
 from sundial.adapters.aws_retry import Backoff
 from sundial.deps import Deps
 from sundial.domain.errors import ConflictError
@@ -44,6 +45,7 @@ def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = 
     """
     if record.status == "cancelled":
         return record
+    in_flight = int(record.attempt_number) + 1 if record.status == "running" else None
     if record.status in invocation_store.FINISHED or not ending.finish(deps, record, "cancelled", reason):
         invocation_store.refresh(record)
         if record.status == "cancelled":
@@ -52,7 +54,19 @@ def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = 
     if use_up and record.kind == "scheduled" and record.schedule_version is not None:
         use_up_one_time(deps, record.tenant_id, record.trigger_id, record.incarnation, int(record.schedule_version))
     stop_execution(deps, record, reason)
+    if in_flight is not None:
+        tell_agent(deps, record, in_flight)
     return record
+
+
+def tell_agent(deps: Deps, record: InvocationRecord, attempt_number: int) -> None:
+    """Best effort: POST the cancel to `AGENT_CANCEL_URL`; whatever the agent answers, the run stays cancelled."""
+    canceller = deps.agent_canceller
+    if canceller is None:
+        return
+    result = canceller.cancel(record.invocation_id, attempt_number)
+    if result.outcome != AttemptOutcome.SUCCEEDED:
+        logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, result.error)
 
 
 def cancel_all_open(deps: Deps, trigger: TriggerRecord, reason: str) -> int:
