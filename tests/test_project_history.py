@@ -86,3 +86,15 @@ def test_another_tenant_or_a_forged_cursor_sees_nothing(harness: Harness, api: A
     assert api.request("GET", HISTORY, query={"cursor": "bm90LWEtY3Vyc29y"}).status == 400
     assert api.request("GET", HISTORY, query={"status": "sleeping"}).status == 422
     assert api.request("GET", HISTORY, query={"triggerId": "not valid!"}).status == 422
+
+
+def test_a_cursor_used_with_other_bounds_is_refused(harness: Harness, api: ApiClient, stack: Stack) -> None:
+    """DynamoDB refuses a start key outside the query's range: the API says so as a 400, not a 500."""
+    for _ in range(3):
+        run(api, harness, "reporter", "daily")
+        stack.clock.advance(60)
+    _, cursor = listed(api, limit=1)
+    assert cursor is not None
+    narrowed = api.request("GET", HISTORY, query={"cursor": cursor, "to": "2026-11-26T14:00:00Z"})
+    assert narrowed.status == 400, narrowed.body
+    assert narrowed.body["error"]["details"][0]["field"] == "cursor"

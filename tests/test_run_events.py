@@ -134,3 +134,27 @@ def test_without_a_bus_the_event_is_logged(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.INFO, logger="sundial.adapters.run_events"):
         RunEvents("", no_client).finished(detail)
     assert f"run finished: {detail.to_json()}" in caplog.text
+
+
+def test_a_run_whose_deregistration_fails_is_still_announced_and_shown(
+    harness: Harness, api: ApiClient, received: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end is stored first; a failure to take the id out of the register must not lose what follows."""
+    register = invocation_store._register
+
+    def failing_once(deps: Any, partition: str, invocation_id: str, *, add: bool) -> None:
+        if not add and not failed:
+            failed.append(invocation_id)
+            raise RuntimeError("throttled beyond every retry")
+        register(deps, partition, invocation_id, add=add)
+
+    failed: list[str] = []
+    monkeypatch.setattr(invocation_store, "_register", failing_once)
+    trigger = create_trigger(api, cronExpression="0 16 * * *")
+    run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert failed == [run.invocation_id]
+    assert [event["detail"]["status"] for event in received()] == ["completed"]
+    shown = api.request("GET", f"{BASE}/{trigger['id']}").body
+    assert (shown["lastRunStatus"], shown["lastOutcomeStatus"]) == ("completed", "completed")
+    assert invocation_store.open_invocations("acme", trigger["id"], run.incarnation) == []

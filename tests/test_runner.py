@@ -908,8 +908,20 @@ def test_an_agent_refusing_the_cancel_or_a_pending_run_cancelled_changes_nothing
         assert run.invocation().status == "cancelled"
         assert len(cancels.received) == 1  # told, refused, and the run is cancelled all the same
 
-        manual = api.request("POST", f"{BASE}/{trigger['id']}/run")  # pending: no attempt to tell about
-        cancelled = api.request("POST", f"{BASE}/{trigger['id']}/invocations/{manual.body['invocationId']}/cancel")
-        assert cancelled.status == 200, cancelled.body
-        wait_for_execution(stack.sfn, manual.body["executionArn"])
-        assert len(cancels.received) == 1
+        pending = invocation_store.new_invocation(
+            telling,
+            tenant_id="acme",
+            project_id="website",
+            agent_id="reporter",
+            trigger_id=trigger["id"],
+            incarnation=incarnation_of(trigger["id"]),
+            kind="manual",
+            invocation_id="20261126T160500Z-00000000000000000001",
+            idempotency_key="manual:pending",
+            scheduled_for=AT,
+            ref="main",
+            execution_name="manual-pending-not-started",
+        )
+        assert invocation_store.put_if_absent(telling, pending)
+        assert cancellation.cancel(telling, pending, "cancelled by request").status == "cancelled"
+        assert len(cancels.received) == 1, "a pending run had no attempt to tell the agent about"

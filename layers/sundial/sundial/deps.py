@@ -37,8 +37,12 @@ def _default_sfn_client() -> SFNClient:
     return boto3.client("stepfunctions", config=SFN_CLIENT_CONFIG)
 
 
+# The token is read inside runner steps and API requests: a slow Secrets Manager must not hold them.
+SECRETS_CLIENT_CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=5)
+
+
 def _default_secrets_client() -> SecretsManagerClient:
-    return boto3.client("secretsmanager")
+    return boto3.client("secretsmanager", config=SECRETS_CLIENT_CONFIG)
 
 
 def _default_events_client() -> Any:

@@ -61,10 +61,14 @@ def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = 
 
 def tell_agent(deps: Deps, record: InvocationRecord, attempt_number: int) -> None:
     """Best effort: POST the cancel to `AGENT_CANCEL_URL`; whatever the agent answers, the run stays cancelled."""
-    canceller = deps.agent_canceller
-    if canceller is None:
+    try:
+        canceller = deps.agent_canceller
+        if canceller is None:
+            return
+        result = canceller.cancel(record.invocation_id, attempt_number)
+    except Exception as error:  # a misconfigured URL or an unreadable token: the cancel stands regardless
+        logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, type(error).__name__)
         return
-    result = canceller.cancel(record.invocation_id, attempt_number)
     if result.outcome != AttemptOutcome.SUCCEEDED:
         logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, result.error)
 

@@ -6,6 +6,7 @@ it), so no way of ending a run can forget the "Sundial Invocation Finished" even
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from sundial.contracts.api import InvocationStatus
@@ -14,6 +15,8 @@ from sundial.deps import Deps
 from sundial.store import invocations as invocation_store
 from sundial.store.invocations import UNFINISHED, AttemptWrite
 from sundial.store.records import InvocationRecord
+
+logger = logging.getLogger(__name__)
 
 
 def finish(
@@ -27,7 +30,10 @@ def finish(
     """`store.invocations.finish`, and when this call was the one that ended the run, its event."""
     if not invocation_store.finish(deps, record, status, error, attempt=attempt, only_from=only_from):
         return False
-    deps.run_events.finished(finished_event(record))
+    try:
+        deps.run_events.finished(finished_event(record))
+    except Exception:  # an unsent event never fails a run: the final status is already stored
+        logger.exception("could not announce the end of invocation %s", record.invocation_id)
     return True
 
 

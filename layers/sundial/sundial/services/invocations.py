@@ -93,6 +93,7 @@ def list_invocations(principal: Principal, path: AgentPath, trigger_id: str, que
     key = invocation_partition(path.tenant_id, trigger_id, trigger.incarnation)
     start = decode_cursor(query.cursor, {"trigger_key": key, "invocation_id": None})
     low_key, high_key = _id_bounds(query.from_, query.to)
+    _require_within(start, low_key, high_key)
     rows = invocation_store.history_page(key, low_key, high_key, query.status, query.limit + 1, start)
     page, more = rows[: query.limit], len(rows) > query.limit
     next_cursor = encode_cursor(last_key(page[-1], INVOCATION_CURSOR_KEYS)) if more else None
@@ -134,6 +135,7 @@ def list_project_invocations(
     if start is not None and not start["trigger_key"].startswith(f"{tenant_id}#"):
         raise BadRequestError("Invalid cursor", [{"field": "cursor", "message": "does not belong to this listing"}])
     low_key, high_key = _id_bounds(query.from_, query.to)
+    _require_within(start, low_key, high_key)
     found: list[InvocationRecord] = []
     last: InvocationRecord | None = None
     more = False
@@ -147,6 +149,14 @@ def list_project_invocations(
             found.append(record)
     next_cursor = encode_cursor(last_key(last, PROJECT_CURSOR_KEYS)) if more and last is not None else None
     return InvocationPage(data=[to_api(record) for record in found], next_cursor=next_cursor)
+
+
+def _require_within(start: dict[str, str] | None, low_key: str, high_key: str) -> None:
+    """A cursor continues the same `from`/`to` it came from: DynamoDB refuses a start key outside the range."""
+    if start is not None and not low_key <= start["invocation_id"] <= high_key:
+        raise BadRequestError(
+            "Invalid cursor", [{"field": "cursor", "message": "belongs to a listing with other from/to bounds"}]
+        )
 
 
 def _id_bounds(from_: str | None, to: str | None) -> tuple[str, str]:

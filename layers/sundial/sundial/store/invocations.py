@@ -6,6 +6,7 @@ run-now request finds what the first one made.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,8 @@ from sundial.store.records import (
     project_key,
     register_shard_for,
 )
+
+logger = logging.getLogger(__name__)
 
 UNFINISHED: frozenset[str] = frozenset({"pending", "running"})
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "skipped"})
@@ -166,7 +169,12 @@ def finish(
         actions.append(InvocationRecord.error.set(error))
     if not condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status.is_in(*only_from))):
         return False
-    _register(deps, record.trigger_key, record.invocation_id, add=False)
+    try:
+        _register(deps, record.trigger_key, record.invocation_id, add=False)
+    except Exception:
+        # The run is final either way; a leftover id is passed over by every reader (each re-reads the
+        # record), so this must not stop what follows the end of a run (its event, lastRun, a pause).
+        logger.warning("finished invocation %s is still named in its register", record.invocation_id, exc_info=True)
     return True
 
 
