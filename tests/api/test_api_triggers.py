@@ -818,6 +818,7 @@ def test_get_invocation_with_its_attempts(api: ApiClient, history: list[str]) ->
             "httpStatus": 200,
             "error": None,
             "conversationId": "conv-1",
+            "afterCancel": False,
         }
     ]
     listed = next(item for item in api.request("GET", f"{T1}/invocations").body["data"] if item["id"] == history[0])

@@ -67,7 +67,7 @@ def tell_agent(deps: Deps, record: InvocationRecord, attempt_number: int) -> Non
             return
         result = canceller.cancel(record.invocation_id, attempt_number)
     except Exception as error:  # a misconfigured URL or an unreadable token: the cancel stands regardless
-        logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, type(error).__name__)
+        logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, error.__class__.__name__)
         return
     if result.outcome != AttemptOutcome.SUCCEEDED:
         logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, result.error)
