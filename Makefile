@@ -39,7 +39,8 @@ unit: $(VENV)/.synced ## Every test but the end-to-end ones, in parallel (a file
 	$(BIN)/pytest -n 2 --dist loadfile -q -m "not e2e"
 
 e2e: $(VENV)/.synced ## Only the end-to-end tests: the local stack as a subprocess, driven over HTTP
-	$(BIN)/pytest -m e2e -q
+	# Two at a time: each test's stack has its own ports and state folder (the shared one is per worker).
+	$(BIN)/pytest -m e2e -q -n 2 --dist load
 
 soak: $(VENV)/.synced ## The exactly-once model test at length: make soak EXAMPLES=20000 (prints how many ran)
 	# The model's injected faults log errors by the thousand; a soak reports the failing example instead.
