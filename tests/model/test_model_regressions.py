@@ -114,3 +114,57 @@ def test_a_row_written_under_a_shard_count_no_dispatcher_used_is_not_stranded() 
         state.reshard(shards=2)
         state.sfn_fault(calls=None, kind="throttle", seconds=321)
         state.teardown()
+
+
+def test_a_cancelled_instant_that_an_edit_schedules_again_may_be_missed_again() -> None:
+    """A user cancelled the claimed 15:05 of a `* * * * *` trigger; an edit then made it `*/5`, whose
+    first occurrence is 15:05 again, claimed anew; that claim's first attempt came two hours late and
+    was skipped as missed. Two occurrences of the same instant did not run, one of them missed: the
+    model's over-count bound now counts such an instant as not run (the product was right)."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=0, shards=1)
+        state.patch(change="disable", crash=False, run_in=101, slot="t0")
+        state.delete(slot="t0")
+        state.advance_clock(seconds=1)
+        state.advance_clock(seconds=1)
+        state.advance_clock(seconds=21)
+        state.advance_clock(seconds=1)
+        state.advance_clock(seconds=3)
+        state.advance_clock(seconds=228)
+        state.sfn_fault(calls=1, kind="lost", seconds=165)
+        state.delete(slot="t1")
+        state.sfn_fault(calls=None, kind="throttle", seconds=79)
+        state.sfn_fault(calls=3, kind="throttle", seconds=330)
+        state.patch(change="maxRetries", crash=True, run_in=265, slot="t0")
+        state.advance_clock(seconds=95)
+        state.create(
+            catch_up=3600, crash=False, max_retries=0, overlap="skip", run_in=166, schedule="* * * * *", slot="t0"
+        )
+        state.patch(change="enable", crash=True, run_in=400, slot="t0")
+        state.cancel(pick=5, slot="t0")
+        state.advance_clock(seconds=11)
+        state.patch(change="cron:*/5 * * * *", crash=True, run_in=63, slot="t0")
+        state.rerun(pick=4, slot="t1")
+        state.step_execution(exhausted=False, fault="none", pick=0, reply=200)
+        state.advance_clock(seconds=1)
+        state.cancel(pick=4, slot="t1")
+        state.rerun(pick=1, slot="t0")
+        state.begin_dispatch(pick=0)
+        state.reshard(shards=2)
+        state.delete(slot="t1")
+        state.delete(slot="t1")
+        state.reshard(shards=4)
+        state.sfn_fault(calls=None, kind="throttle", seconds=1)
+        state.begin_dispatch(pick=3)
+        state.create(
+            catch_up=3600, crash=True, max_retries=1, overlap="skip", run_in=115, schedule="* * * * *", slot="t0"
+        )
+        state.advance_clock(seconds=7224)
+        state.cancel(pick=3, slot="t0")
+        state.create(
+            catch_up=0, crash=False, max_retries=1, overlap="skip", run_in=166, schedule="*/5 * * * *", slot="t0"
+        )
+        state.sfn_fault(calls=3, kind="lost", seconds=538)
+        state.teardown()
