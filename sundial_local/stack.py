@@ -253,6 +253,7 @@ def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machi
                 scheduled_for=item["scheduled_for"],
                 schedule_version=int(version) if version is not None else None,
                 idempotency_key=item["idempotency_key"],
+                starts_at=item.get("starts_at"),
             )
             try:
                 sfn.start_execution(

@@ -76,6 +76,7 @@ def test_an_occurrence_is_claimed_within_the_lookahead_and_started_once_under_it
                 "scheduledFor": "2026-11-26T15:00:00Z",
                 "scheduleVersion": 1,
                 "idempotencyKey": name,
+                "startsAt": "2026-11-26T15:00:00Z",
             },
         }
     ]

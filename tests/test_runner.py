@@ -773,7 +773,7 @@ def test_the_state_machine_retries_transient_lambda_errors_and_catches_everythin
     assert tasks["Finalize"]["Retry"][-1]["ErrorEquals"] == ["States.ALL"]
     assert tasks["Attempt"]["TimeoutSecondsPath"] == "$.attemptTimeoutSeconds"
     assert asl["States"]["Backoff"]["SecondsPath"] == "$.retryDelaySeconds"
-    assert asl["States"]["WaitUntilScheduled"]["TimestampPath"] == "$.scheduledFor"
+    assert asl["States"]["WaitUntilScheduled"]["TimestampPath"] == "$.startsAt"
     properties = resource("RunnerStateMachine")["Properties"]
     assert (properties["Type"], properties["DefinitionUri"]) == ("STANDARD", "statemachine/runner.asl.json")
     assert set(properties["DefinitionSubstitutions"]) == set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text()))

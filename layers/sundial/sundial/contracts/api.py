@@ -1,7 +1,8 @@
 """API request and response models (camelCase on the wire), validated by pydantic.
 
-Field rules are SPEC §2's. Cross-field rules that need the stored trigger or the clock
-(exactly one of cronExpression/runAt, runAt not in the past) live in `sundial.services.triggers`.
+Field rules are SPEC §2's. Cross-field rules that need the stored trigger or the clock (exactly
+one of cronExpression/runAt/intervalSeconds, runAt not in the past, bounds in order) live in
+`sundial.services.triggers`.
 """
 
 from __future__ import annotations
@@ -134,7 +135,13 @@ Ref = Annotated[
     AfterValidator(_valid_unicode),
 ]
 CatchUpWindow = Annotated[StrictInt, Field(ge=0, le=604800)]
+IntervalSeconds = Annotated[StrictInt, Field(ge=60, le=31_536_000)]
+MaxRuns = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+JitterSeconds = Annotated[StrictInt, Field(ge=0, le=3600)]
 OverlapPolicy = Literal["allow", "skip"]
+# Why a trigger is finished: its last occurrence is over (a one-time run, or the last before endAt),
+# or it has started maxRuns scheduled runs.
+FinishedReason = Literal["ended", "maxRunsReached"]
 InvocationStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
 InvocationKind = Literal["scheduled", "manual", "rerun"]
 
@@ -162,6 +169,11 @@ class TriggerCreate(ApiModel):
     cron_expression: CronText | None = None
     cron_timezone: ZoneName = "UTC"
     run_at: Instant | None = None
+    interval_seconds: IntervalSeconds | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
+    max_runs: MaxRuns | None = None
+    jitter_seconds: JitterSeconds = 0
     payload: Payload | None = None
     message_template: MessageTemplate | None = None
     max_retries: MaxRetries = 1
@@ -183,6 +195,11 @@ class TriggerPatch(ApiModel):
     cron_expression: CronText | None = None
     cron_timezone: ZoneName | None = None
     run_at: Instant | None = None
+    interval_seconds: IntervalSeconds | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
+    max_runs: MaxRuns | None = None
+    jitter_seconds: JitterSeconds | None = None
     payload: Payload | None = None
     message_template: MessageTemplate | None = None
     max_retries: MaxRetries | None = None
@@ -207,6 +224,7 @@ NON_NULLABLE_PATCH_FIELDS = frozenset(
         "catch_up_window_seconds",
         "overlap_policy",
         "pause_on_failure",
+        "jitter_seconds",
     }
 )
 
@@ -222,6 +240,13 @@ class Trigger(ApiModel):
     cron_expression: str | None
     cron_timezone: str
     run_at: datetime | None
+    interval_seconds: int | None
+    start_at: datetime | None
+    end_at: datetime | None
+    max_runs: int | None
+    # maxRuns less the scheduled runs started so far; null without maxRuns.
+    runs_remaining: int | None
+    jitter_seconds: int
     payload: dict[str, Any] | None
     message_template: str | None
     max_retries: int
@@ -234,6 +259,8 @@ class Trigger(ApiModel):
     pause_on_failure: bool
     # Why the trigger was disabled by a failed scheduled run (pauseOnFailure); cleared by enabling it.
     paused_reason: str | None
+    # Set when the schedule is over (the trigger is then disabled); cleared by enabling it.
+    finished_reason: FinishedReason | None
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -279,6 +306,8 @@ class Invocation(ApiModel):
     kind: InvocationKind
     status: InvocationStatus
     scheduled_for: datetime
+    # When the run was to start: scheduledFor plus the trigger's jitter (scheduled runs), else scheduledFor.
+    starts_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
     attempt_number: int
@@ -315,6 +344,11 @@ class RunAccepted(ApiModel):
 class SchedulePreviewRequest(ApiModel):
     cron_expression: CronText | None = None
     run_at: Instant | None = None
+    interval_seconds: IntervalSeconds | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
+    max_runs: MaxRuns | None = None
+    jitter_seconds: JitterSeconds = 0
     cron_timezone: ZoneName = "UTC"
     after: Instant | None = None
     count: Annotated[StrictInt, Field(ge=1, le=100)] = 10

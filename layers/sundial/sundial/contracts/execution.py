@@ -6,7 +6,9 @@ all start executions with `ExecutionInput.to_json()`; the runner's steps parse t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from sundial.contracts.api import InvocationKind
@@ -35,6 +37,15 @@ class ExecutionInput(StateModel):
     scheduled_for: str = Field(pattern=INSTANT_PATTERN)
     schedule_version: int | None
     idempotency_key: str
+    # When the run is to start (the state machine waits until then): scheduledFor plus the trigger's
+    # jitter for a scheduled occurrence, scheduledFor itself otherwise.
+    starts_at: str | None = Field(None, pattern=INSTANT_PATTERN)
+
+    @model_validator(mode="after")
+    def _starts_at_scheduled_for_unless_jittered(self) -> Self:
+        if self.starts_at is None:
+            self.starts_at = self.scheduled_for
+        return self
 
     def to_json(self) -> str:
         """The StartExecution input: only the input's own fields, so the same run always gives the same text."""

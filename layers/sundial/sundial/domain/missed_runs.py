@@ -7,6 +7,7 @@ the local stack was down, obeys the same rule.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -24,16 +25,28 @@ def catch_up_window(catch_up_window_seconds: int) -> timedelta:
     return max(timedelta(seconds=catch_up_window_seconds), ON_TIME_GRACE)
 
 
-def may_start(schedule: Schedule, occurrence: datetime, now: datetime, catch_up_window_seconds: int) -> bool:
-    """Whether `occurrence` may start at `now`.
+def _unjittered(nominal: datetime) -> datetime:
+    return nominal
 
-    On time (within the grace) it always may. Later, only as the most recent missed occurrence (no
-    later one of the schedule has come due by now) and only within the trigger's catch-up window.
+
+def may_start(
+    schedule: Schedule,
+    occurrence: datetime,
+    now: datetime,
+    catch_up_window_seconds: int,
+    start_of: Callable[[datetime], datetime] = _unjittered,
+) -> bool:
+    """Whether `occurrence` (its nominal instant) may start at `now`.
+
+    Lateness counts from when the occurrence was to start (`start_of`: its nominal instant plus the
+    trigger's jitter). On time (within the grace) it always may. Later, only as the most recent
+    missed occurrence (no later one of the schedule has come due by now) and only within the
+    trigger's catch-up window.
     """
-    lateness = now - occurrence
+    lateness = now - start_of(occurrence)
     if lateness <= ON_TIME_GRACE:
         return True
     if lateness > catch_up_window(catch_up_window_seconds):
         return False
     following = schedule.next_after(occurrence)
-    return following is None or following > now
+    return following is None or start_of(following) > now

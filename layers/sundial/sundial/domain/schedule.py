@@ -1,4 +1,4 @@
-"""When triggers fire: cron and one-time schedules (SPEC §4).
+"""When triggers fire: cron, interval and one-time schedules, their bounds and jitter (SPEC §4).
 
 Sundial parses cron expressions itself, so that every error names the cron field at fault and
 cronsim's extensions (L, W, #, ?, seconds) are rejected. cronsim then does the calendar arithmetic
@@ -9,6 +9,7 @@ exactly as cronsim does for fixed-time jobs (its wildcard path loses runs under 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import re
 import zoneinfo
@@ -338,7 +339,89 @@ class OneTimeSchedule:
         return f"Once at {format_instant(self.run_at)}"
 
 
-Schedule = CronSchedule | OneTimeSchedule
+def _duration_words(seconds: int) -> str:
+    """`90 minutes`, `2 hours`, `1 day`, `45 seconds`: the largest unit that divides the duration."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
+
+
+def _bound_words(moment: datetime) -> str:
+    """`2026-12-01 09:00 UTC` (seconds shown only when there are some)."""
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text.removesuffix(':00')} UTC"
+
+
+@dataclass(frozen=True)
+class IntervalSchedule:
+    """Every `interval_seconds` in absolute time from `anchor` (SPEC §4): no DST effect, like EventBridge `rate()`."""
+
+    interval_seconds: int
+    anchor: datetime
+
+    def __post_init__(self) -> None:
+        _require_aware(self.anchor, "startAt")
+        if self.interval_seconds < 1:
+            raise ScheduleError("intervalSeconds", "must be at least 1")
+        object.__setattr__(self, "anchor", self.anchor.astimezone(UTC))
+
+    def occurrences_after(self, after: datetime) -> Iterator[datetime]:
+        _require_aware(after, "after")
+        step = timedelta(seconds=self.interval_seconds)
+        index = 0 if after < self.anchor else (after - self.anchor) // step + 1
+        current = self.anchor + index * step
+        while True:
+            yield current
+            current += step
+
+    def next_after(self, after: datetime) -> datetime:
+        return next(self.occurrences_after(after))
+
+    def next_runs(self, after: datetime, count: int) -> list[datetime]:
+        return list(itertools.islice(self.occurrences_after(after), count))
+
+    def describe(self) -> str:
+        return f"Every {_duration_words(self.interval_seconds)} from {_bound_words(self.anchor)}"
+
+
+Recurring = CronSchedule | IntervalSchedule
+
+
+@dataclass(frozen=True)
+class BoundedSchedule:
+    """A recurring schedule clipped to [start_at, end_at] (SPEC §4, bounds); either end may be open."""
+
+    inner: Recurring
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+    def occurrences_after(self, after: datetime) -> Iterator[datetime]:
+        _require_aware(after, "after")
+        if self.start_at is not None and after < self.start_at:
+            after = self.start_at - timedelta(microseconds=1)
+        for instant in self.inner.occurrences_after(after):
+            if self.end_at is not None and instant > self.end_at:
+                return
+            yield instant
+
+    def next_after(self, after: datetime) -> datetime | None:
+        return next(self.occurrences_after(after), None)
+
+    def next_runs(self, after: datetime, count: int) -> list[datetime]:
+        return list(itertools.islice(self.occurrences_after(after), count))
+
+    def describe(self) -> str:
+        text = self.inner.describe()
+        if self.start_at is not None and not isinstance(self.inner, IntervalSchedule):
+            text += f", from {_bound_words(self.start_at)}"
+        if self.end_at is not None:
+            text += f", until {_bound_words(self.end_at)}"
+        return text
+
+
+Schedule = CronSchedule | OneTimeSchedule | IntervalSchedule | BoundedSchedule
 
 
 @functools.lru_cache(maxsize=4096)
@@ -346,13 +429,29 @@ def _parsed_cron(expression: str, timezone: str) -> CronSchedule:
     return CronSchedule.parse(expression, timezone)
 
 
-def stored_schedule(cron_expression: str | None, cron_timezone: str, run_at: datetime | None) -> Schedule:
+def stored_schedule(
+    cron_expression: str | None,
+    cron_timezone: str,
+    run_at: datetime | None,
+    interval_seconds: int | None = None,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> Schedule:
     """The schedule of a stored, already validated trigger; each cron schedule is parsed once per process."""
+    inner: Recurring
     if cron_expression is not None:
-        return _parsed_cron(cron_expression, cron_timezone)
-    if run_at is None:
-        raise ValueError("a stored trigger has a cronExpression or a runAt")
-    return OneTimeSchedule(run_at)
+        inner = _parsed_cron(cron_expression, cron_timezone)
+    elif interval_seconds is not None:
+        if start_at is None:
+            raise ValueError("a stored interval trigger has a startAt")
+        inner = IntervalSchedule(int(interval_seconds), start_at)
+    elif run_at is not None:
+        return OneTimeSchedule(run_at)
+    else:
+        raise ValueError("a stored trigger has a cronExpression, an intervalSeconds or a runAt")
+    if end_at is None and (start_at is None or isinstance(inner, IntervalSchedule)):
+        return inner
+    return BoundedSchedule(inner, start_at, end_at)
 
 
 class ScheduleFields(Protocol):
@@ -364,11 +463,56 @@ class ScheduleFields(Protocol):
     def cron_timezone(self) -> str: ...
     @property
     def run_at(self) -> datetime | None: ...
+    @property
+    def interval_seconds(self) -> float | None: ...
+    @property
+    def start_at(self) -> datetime | None: ...
+    @property
+    def end_at(self) -> datetime | None: ...
 
 
 def schedule_of(fields: ScheduleFields) -> Schedule:
-    """The schedule of a stored trigger, a due row, or anything else carrying the three schedule fields."""
-    return stored_schedule(fields.cron_expression, fields.cron_timezone, fields.run_at)
+    """The schedule of a stored trigger, a due row, or anything else carrying the schedule fields."""
+    interval = int(fields.interval_seconds) if fields.interval_seconds is not None else None
+    return stored_schedule(
+        fields.cron_expression, fields.cron_timezone, fields.run_at, interval, fields.start_at, fields.end_at
+    )
+
+
+class NextOccurrence(Protocol):
+    def next_after(self, after: datetime) -> datetime | None: ...
+
+
+def jitter_offset(schedule: NextOccurrence, incarnation: str, jitter_seconds: int, nominal: datetime) -> int:
+    """Seconds an occurrence starts after its nominal instant (SPEC §4, jitter).
+
+    A hash of (incarnation, nominal instant) modulo the jitter, so previews, `nextRunAt` and every
+    retry of a dispatch agree. The span is clipped to the gap before the next occurrence: jitter
+    never moves an occurrence past the one after it, so occurrences still start in order.
+    """
+    if jitter_seconds <= 0:
+        return 0
+    span = jitter_seconds
+    following = schedule.next_after(nominal)
+    if following is not None:
+        span = max(1, min(span, int((following - nominal).total_seconds())))
+    digest = hashlib.sha256(f"{incarnation}\x00{format_instant(nominal)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % span
+
+
+def start_of(schedule: NextOccurrence, incarnation: str, jitter_seconds: int, nominal: datetime) -> datetime:
+    """When the occurrence nominally at `nominal` starts: the nominal instant plus its jitter offset."""
+    return nominal + timedelta(seconds=jitter_offset(schedule, incarnation, jitter_seconds, nominal))
+
+
+def describe_limits(max_runs: int | None, jitter_seconds: int) -> str:
+    """The part of a trigger's description after its schedule: `, at most 10 runs, with up to 5 minutes of jitter`."""
+    text = ""
+    if max_runs is not None:
+        text += ", at most 1 run" if max_runs == 1 else f", at most {max_runs} runs"
+    if jitter_seconds > 0:
+        text += f", with up to {_duration_words(jitter_seconds)} of jitter"
+    return text
 
 
 def parse_run_at(value: str | datetime, now: datetime, *, max_past_seconds: int = 60) -> datetime:

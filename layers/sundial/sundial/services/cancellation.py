@@ -8,6 +8,7 @@ from sundial.adapters.agent_http import AttemptOutcome
 from sundial.adapters.aws_retry import Backoff
 from sundial.deps import Deps
 from sundial.domain.errors import ConflictError
+from sundial.domain.schedule import schedule_of
 from sundial.services import ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
@@ -27,14 +28,24 @@ def stop_execution(deps: Deps, record: InvocationRecord, cause: str) -> None:
         logger.info("execution %s does not exist (not started yet)", record.execution_arn)
 
 
-def use_up_one_time(deps: Deps, tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int) -> bool:
-    """A one-time trigger's scheduled occurrence has ended: disable it, unless it changed since (see the store)."""
-    if trigger_store.use_up_one_time(tenant_id, trigger_id, incarnation, schedule_version, deps.now()):
+def use_up(deps: Deps, tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int) -> bool:
+    """The last occurrence of a trigger's schedule has ended: disable it, unless it changed since (see the store)."""
+    if trigger_store.use_up(tenant_id, trigger_id, incarnation, schedule_version, deps.now()):
         return True
-    logger.info(
-        "trigger %s is not a one-time trigger at schedule version %s; left as it is", trigger_id, schedule_version
-    )
+    logger.info("trigger %s has moved on from schedule version %s; left as it is", trigger_id, schedule_version)
     return False
+
+
+def use_up_if_last(deps: Deps, record: InvocationRecord) -> None:
+    """After a scheduled occurrence ended without running to its end: if it was the schedule's last
+    (a one-time trigger's, or the last before endAt), the trigger is finished as if it had run."""
+    if record.kind != "scheduled" or record.schedule_version is None:
+        return
+    trigger = trigger_store.find(record.tenant_id, record.trigger_id)
+    if trigger is None or trigger.incarnation != record.incarnation:
+        return
+    if schedule_of(trigger).next_after(record.scheduled_for) is None:
+        use_up(deps, record.tenant_id, record.trigger_id, record.incarnation, int(record.schedule_version))
 
 
 def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = True) -> InvocationRecord:
@@ -51,8 +62,8 @@ def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = 
         if record.status == "cancelled":
             return record
         raise ConflictError(f"Invocation '{record.invocation_id}' is already {record.status}")
-    if use_up and record.kind == "scheduled" and record.schedule_version is not None:
-        use_up_one_time(deps, record.tenant_id, record.trigger_id, record.incarnation, int(record.schedule_version))
+    if use_up:
+        use_up_if_last(deps, record)
     stop_execution(deps, record, reason)
     if in_flight is not None:
         tell_agent(deps, record, in_flight)

@@ -27,7 +27,7 @@ from sundial.deps import Deps
 from sundial.domain.instants import format_instant
 from sundial.domain.missed_runs import catch_up_window
 from sundial.domain.naming import invocation_id_for, scheduled_execution_name
-from sundial.domain.schedule import Schedule, schedule_of
+from sundial.domain.schedule import Schedule, schedule_of, start_of
 from sundial.store.dispatch import (
     Advance,
     Claim,
@@ -107,9 +107,15 @@ class Plan:
 
 
 def _occurrences_up_to(
-    schedule: Schedule, observed: datetime, now: datetime, window: timedelta
+    schedule: Schedule,
+    starts: Callable[[datetime], datetime],
+    observed: datetime,
+    now: datetime,
+    window: timedelta,
+    jitter: timedelta,
 ) -> tuple[datetime, int, datetime | None]:
-    """The latest occurrence in [observed, now], how many there are, and the first one after now.
+    """The latest occurrence that has started by now from `observed` on, how many there are, and the
+    first one after it. `starts` gives an occurrence's start (its instant plus jitter).
 
     A backlog longer than MAX_MISSED_SCAN is counted up to there, then the scan jumps to the
     start of the window, the only place a runnable occurrence can still be (the count is then a floor).
@@ -117,29 +123,35 @@ def _occurrences_up_to(
     latest, count = observed, 1
     scan = schedule.occurrences_after(observed)
     while (occurrence := next(scan, None)) is not None:
-        if occurrence > now:
+        if starts(occurrence) > now:
             return latest, count, occurrence
         latest, count = occurrence, count + 1
-        if count == MAX_MISSED_SCAN and latest < now - window:
-            scan = schedule.occurrences_after(now - window - timedelta(seconds=1))
+        if count == MAX_MISSED_SCAN and starts(latest) < now - window:
+            # An occurrence that starts inside the window is nominally up to the jitter before it.
+            scan = schedule.occurrences_after(now - window - jitter - timedelta(seconds=1))
     return latest, count, None
 
 
 def plan(row: DueRow, now: datetime) -> Plan:
-    """Pick the occurrence to run (SPEC §4, missed runs).
+    """Pick the occurrence to run (SPEC §4, missed runs); instants are nominal, lateness counts from starts.
 
-    Among the occurrences from `next_run_at` up to now, only the latest may run: when it is on
-    time (at most missed_runs.ON_TIME_GRACE late) or within the trigger's catch-up window. The others are
-    skipped and counted. An occurrence still ahead (claimed within the lookahead) simply runs.
+    Among the occurrences from `next_run_at` that have started by now, only the latest may run: when
+    it is on time (at most missed_runs.ON_TIME_GRACE late) or within the trigger's catch-up window. The
+    others are skipped and counted. An occurrence still ahead (claimed within the lookahead) simply runs.
     """
     assert row.next_run_at is not None
     schedule = schedule_of(row)
+
+    def starts(nominal: datetime) -> datetime:
+        return start_of(schedule, row.incarnation, row.jitter_seconds, nominal)
+
     observed = row.next_run_at
-    if observed > now:
+    if starts(observed) > now:
         return Plan(observed, schedule.next_after(observed), 0)
     window = catch_up_window(row.catch_up_window_seconds)
-    latest, count, following = _occurrences_up_to(schedule, observed, now, window)
-    if now - latest <= window:
+    jitter = timedelta(seconds=row.jitter_seconds)
+    latest, count, following = _occurrences_up_to(schedule, starts, observed, now, window, jitter)
+    if now - starts(latest) <= window:
         return Plan(latest, following, count - 1)
     return Plan(None, following, count)
 
@@ -166,6 +178,7 @@ def start_request(row: DueRow, claim: Claim) -> StartRequest:
         scheduled_for=format_instant(claim.occurrence),
         schedule_version=claim.version,
         idempotency_key=claim.name,
+        starts_at=format_instant(start_of(schedule_of(row), row.incarnation, row.jitter_seconds, claim.occurrence)),
     )
     return StartRequest(claim.name, run.to_json(), claim.occurrence)
 
@@ -315,7 +328,7 @@ class Dispatcher:
         step = plan(row, now)
         write = self._retrying(self.backoff, report)
         if step.occurrence is None:
-            finished = now if row.run_at is not None and step.next_run_at is None else None
+            finished = now if step.next_run_at is None else None
             advance = Advance(step.next_run_at, step.skipped, self._target_shard(row), finished=finished)
             if write.call(lambda: self.store.advance(row, advance)):
                 report.add("missed_skipped", step.skipped)

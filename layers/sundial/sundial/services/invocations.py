@@ -73,6 +73,7 @@ def to_api(record: InvocationRecord) -> Invocation:
         kind=record.kind,
         status=record.status,
         scheduled_for=record.scheduled_for,
+        starts_at=record.starts_at if record.starts_at is not None else record.scheduled_for,
         started_at=record.started_at,
         completed_at=record.completed_at,
         attempt_number=int(record.attempt_number),
@@ -195,6 +196,7 @@ def execution_input(record: InvocationRecord) -> ExecutionInput:
         scheduled_for=format_instant(record.scheduled_for),
         schedule_version=int(record.schedule_version) if record.schedule_version is not None else None,
         idempotency_key=record.idempotency_key,
+        starts_at=format_instant(record.starts_at) if record.starts_at is not None else None,
     )
 
 

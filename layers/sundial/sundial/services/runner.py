@@ -37,7 +37,7 @@ from sundial.domain.instants import format_instant, parse_instant
 from sundial.domain.message import render_message
 from sundial.domain.missed_runs import may_start
 from sundial.domain.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
-from sundial.domain.schedule import schedule_of
+from sundial.domain.schedule import schedule_of, start_of
 from sundial.services import cancellation, ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 SUPERSEDED = "superseded"
 MISSED = "missed: its first attempt came too late for the trigger's catch-up window, or a later occurrence was due"
+NO_RUNS_LEFT = "maxRuns reached: every scheduled run the trigger allows has started"
+# Rounds of read-and-count when other runs of the trigger count at the same moment.
+MAX_COUNT_TRIES = 8
 EXECUTION_STOPPED = "execution stopped"
 EXECUTION_TIMED_OUT = "the execution timed out"
 MAX_ERROR_CHARS = 1000
@@ -129,6 +132,7 @@ def _new_record(
         execution_name=execution_arn.rsplit(":", 1)[-1] if execution_arn else run.idempotency_key,
         schedule_version=run.schedule_version,
         execution_arn=execution_arn,
+        starts_at=parse_instant(run.starts_at) if run.starts_at is not None else None,
     )
 
 
@@ -293,14 +297,14 @@ def _recorded(record: InvocationRecord, number: int) -> dict[str, Any]:
 
 
 def _use_up(deps: Deps, state: ExecutionInput, trigger: TriggerRecord) -> None:
-    """A one-time trigger's scheduled occurrence has ended (a run-now does not use it up)."""
+    """A scheduled occurrence that was its schedule's last has ended: a one-time trigger's, or the last
+    before endAt (a run-now does not use anything up)."""
     if (
         state.kind == "scheduled"
         and state.schedule_version is not None
-        and trigger.run_at is not None
-        and trigger.cron_expression is None
+        and schedule_of(trigger).next_after(parse_instant(state.scheduled_for)) is None
     ):
-        cancellation.use_up_one_time(deps, state.tenant_id, state.trigger_id, state.incarnation, state.schedule_version)
+        cancellation.use_up(deps, state.tenant_id, state.trigger_id, state.incarnation, state.schedule_version)
 
 
 def conclude(deps: Deps, state: ExecutionInput, record: InvocationRecord, trigger: TriggerRecord | None) -> None:
@@ -357,20 +361,53 @@ def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: 
     if _superseded_record(record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "cancelled", SUPERSEDED)
     now = deps.now()
+    schedule = schedule_of(trigger)
+    jitter = int(trigger.jitter_seconds or 0)
     if state.kind == "scheduled" and not may_start(
-        schedule_of(trigger),
+        schedule,
         record.scheduled_for,
         now,
         int(trigger.catch_up_window_seconds),
+        lambda nominal: start_of(schedule, trigger.incarnation, jitter, nominal),
     ):
         return _finish_without_agent(deps, state, record, trigger, "skipped", MISSED)
     if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(deps, record, trigger):
         return _finish_without_agent(
             deps, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
         )
+    if state.kind == "scheduled" and trigger.max_runs is not None:
+        return _start_counted(deps, state, record, trigger)
     if not invocation_store.mark_running(record, trigger.ref, deps.now()):
         return _stopped(state, record.status)
     return None
+
+
+def _start_counted(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
+    """Start a scheduled run of a trigger with maxRuns: counted in the same transaction (SPEC §4).
+
+    The run that takes the last remaining run also finishes the trigger; a run that finds none left
+    (a later occurrence claimed before the count ran out) is cancelled without calling the agent.
+    """
+    current: TriggerRecord | None = trigger
+    for _ in range(MAX_COUNT_TRIES):
+        if current is None or current.incarnation != trigger.incarnation:
+            return _finish_without_agent(deps, state, record, current, "cancelled", SUPERSEDED)
+        if current.max_runs is None:
+            return (
+                None
+                if invocation_store.mark_running(record, current.ref, deps.now())
+                else _stopped(state, record.status)
+            )
+        started, limit = int(current.runs_started or 0), int(current.max_runs)
+        if started >= limit:
+            return _finish_without_agent(deps, state, record, current, "cancelled", NO_RUNS_LEFT)
+        result = invocation_store.mark_running_counted(record, current, deps.now(), last=started + 1 >= limit)
+        if result == "running":
+            return None
+        if result == "not_pending":
+            return _stopped(state, record.status)
+        current = trigger_store.find(state.tenant_id, state.trigger_id)
+    raise RuntimeError(f"the run count of {trigger.pk} kept changing; the step is retried")
 
 
 def _call_agent(

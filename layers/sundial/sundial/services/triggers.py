@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import secrets
 from contextlib import suppress
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from heapq import merge
 from itertools import islice
 
@@ -17,6 +18,7 @@ from sundial.contracts.api import (
     ID_PATTERN,
     NON_NULLABLE_PATCH_FIELDS,
     AgentPath,
+    FinishedReason,
     SchedulePreview,
     SchedulePreviewRequest,
     Trigger,
@@ -41,8 +43,11 @@ from sundial.domain.schedule import (
     CronSchedule,
     OneTimeSchedule,
     Schedule,
+    describe_limits,
     parse_run_at,
     schedule_of,
+    start_of,
+    stored_schedule,
     validate_timezone,
 )
 from sundial.services import cancellation, dispatcher
@@ -57,8 +62,20 @@ from sundial.store.records import (
 )
 
 UPCOMING_RUNS_ON_DETAIL = 5
+FINISHED_REASONS: dict[str, FinishedReason] = {trigger_store.ENDED: "ended", trigger_store.MAX_RUNS: "maxRunsReached"}
 ID_RE = re.compile(ID_PATTERN)
-SCHEDULE_FIELDS = ("cron_expression", "cron_timezone", "run_at", "enabled")
+SCHEDULE_FIELDS = (
+    "cron_expression",
+    "cron_timezone",
+    "run_at",
+    "interval_seconds",
+    "start_at",
+    "end_at",
+    "jitter_seconds",
+    "enabled",
+)
+KIND_FIELDS = ("cron_expression", "run_at", "interval_seconds")
+BOUND_FIELDS = ("start_at", "end_at", "max_runs")
 # How many ended schedule versions a trigger remembers the end of (see runner.superseded).
 REMEMBERED_VERSION_ENDS = 16
 PROJECT_CURSOR_KEYS = ("pk", "project_key", "agent_trigger")
@@ -69,24 +86,63 @@ def _field_error(field_name: str, message: str) -> ValidationFailedError:
 
 
 def _schedule_kind_error() -> BadRequestError:
-    message = "exactly one of cronExpression or runAt must be set"
+    message = "exactly one of cronExpression, runAt or intervalSeconds must be set"
     return BadRequestError(
-        "Exactly one of cronExpression or runAt must be set",
-        [{"field": f"body.{name}", "message": message} for name in ("cronExpression", "runAt")],
+        "Exactly one of cronExpression, runAt or intervalSeconds must be set",
+        [{"field": f"body.{name}", "message": message} for name in ("cronExpression", "runAt", "intervalSeconds")],
     )
 
 
-def build_schedule(cron_expression: str | None, cron_timezone: str, run_at: datetime | None) -> Schedule:
-    """The schedule a trigger's fields describe; a bad expression or zone is a 422 naming the field."""
+@dataclass(frozen=True)
+class ScheduleInputs:
+    """A trigger's schedule as requested: one kind (cron, runAt or interval), its zone and bounds."""
+
+    cron_expression: str | None
+    cron_timezone: str
+    run_at: datetime | None
+    interval_seconds: int | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+
+def build_schedule(inputs: ScheduleInputs) -> Schedule:
+    """The schedule the fields describe; a bad expression, zone or bound is a 422 naming the field."""
+    kinds = (inputs.cron_expression, inputs.run_at, inputs.interval_seconds)
+    if sum(kind is not None for kind in kinds) != 1:
+        raise _schedule_kind_error()
+    if inputs.run_at is not None:
+        for name, value in (("startAt", inputs.start_at), ("endAt", inputs.end_at)):
+            if value is not None:
+                raise _field_error(name, "applies only to a recurring schedule (cronExpression or intervalSeconds)")
+    if inputs.start_at is not None and inputs.end_at is not None and inputs.end_at <= inputs.start_at:
+        raise _field_error("endAt", "must be after startAt")
     try:
-        if cron_expression is not None:
-            return CronSchedule.parse(cron_expression, cron_timezone)
-        if run_at is None:
-            raise _schedule_kind_error()
-        validate_timezone(cron_timezone)
-        return OneTimeSchedule(run_at)
+        if inputs.cron_expression is not None:
+            CronSchedule.parse(inputs.cron_expression, inputs.cron_timezone)
+        else:
+            validate_timezone(inputs.cron_timezone)
     except ScheduleError as error:
         raise _field_error(error.field_name, error.message) from None
+    return stored_schedule(
+        inputs.cron_expression.strip() if inputs.cron_expression is not None else None,
+        inputs.cron_timezone,
+        inputs.run_at,
+        inputs.interval_seconds,
+        inputs.start_at,
+        inputs.end_at,
+    )
+
+
+def interval_anchor(now: datetime) -> datetime:
+    """An interval's default `startAt`: the creation instant rounded up to the minute (SPEC §4)."""
+    floor = now.astimezone(UTC).replace(second=0, microsecond=0)
+    return floor if floor == now else floor + timedelta(minutes=1)
+
+
+def _require_an_occurrence(schedule: Schedule, now: datetime) -> None:
+    """A recurring schedule whose bounds leave no occurrence after now would be finished at birth."""
+    if not isinstance(schedule, OneTimeSchedule) and first_run(schedule, now, new_run_at=False) is None:
+        raise _field_error("endAt", f"leaves no occurrence after now ({format_instant(now)})")
 
 
 def _check_run_at(run_at: datetime, now: datetime) -> datetime:
@@ -102,29 +158,49 @@ def _stored_instant(moment: datetime) -> datetime:
 
 
 def first_run(schedule: Schedule, now: datetime, *, new_run_at: bool) -> datetime | None:
-    """`nextRunAt` of a trigger created, enabled or re-scheduled at `now`.
+    """`nextRunAt` of a trigger created, enabled or re-scheduled at `now` (nominal, before jitter).
 
-    A cron schedule's first occurrence strictly after now. A one-time trigger's own instant if it is
-    still ahead, or if `runAt` was just set (it may be up to a minute past, the tolerance it is
-    accepted with); a past instant that was already due is not scheduled again, so re-enabling or
-    editing a one-time trigger whose run already started can never start it a second time.
+    A recurring schedule's first occurrence strictly after now (none past its endAt). A one-time
+    trigger's own instant if it is still ahead, or if `runAt` was just set (it may be up to a minute
+    past, the tolerance it is accepted with); a past instant that was already due is not scheduled
+    again, so re-enabling or editing a one-time trigger whose run already started can never start it a second time.
     """
     if isinstance(schedule, OneTimeSchedule):
         return schedule.run_at if new_run_at or schedule.run_at > now else None
-    return schedule.next_after(now)
+    with suppress(OverflowError):  # the calendar ends at 9999-12-31
+        return schedule.next_after(now)
+    return None
 
 
 def next_unrun(record: TriggerRecord, now: datetime) -> datetime | None:
     """The next occurrence that has not run yet (SPEC §2): one claimed and still waiting counts.
 
     After a claim `next_run_at` already names the occurrence after it; `dispatched_for` keeps the
-    claimed one until its instant passes. A disabled trigger has none.
+    claimed one until its start passes. A disabled trigger has none. Nominal instants: see
+    `start_of_occurrence` for when each starts.
     """
     if not record.enabled:
         return None
-    waiting = record.dispatched_for if record.dispatched_for is not None and record.dispatched_for > now else None
+    claimed = record.dispatched_for
+    waiting = claimed if claimed is not None and start_of_occurrence(record, claimed) > now else None
     candidates = [at for at in (waiting, record.next_run_at) if at is not None]
     return min(candidates, default=None)
+
+
+def start_of_occurrence(record: TriggerRecord, nominal: datetime) -> datetime:
+    """When an occurrence of this trigger starts: its nominal instant plus the trigger's jitter."""
+    return start_of(schedule_of(record), record.incarnation, int(record.jitter_seconds or 0), nominal)
+
+
+def runs_remaining(record: TriggerRecord) -> int | None:
+    if record.max_runs is None:
+        return None
+    return max(int(record.max_runs) - int(record.runs_started or 0), 0)
+
+
+def describe(record: TriggerRecord) -> str:
+    max_runs = int(record.max_runs) if record.max_runs is not None else None
+    return schedule_of(record).describe() + describe_limits(max_runs, int(record.jitter_seconds or 0))
 
 
 def to_api(record: TriggerRecord, now: datetime) -> Trigger:
@@ -139,6 +215,12 @@ def to_api(record: TriggerRecord, now: datetime) -> Trigger:
         cron_expression=record.cron_expression,
         cron_timezone=record.cron_timezone,
         run_at=record.run_at,
+        interval_seconds=int(record.interval_seconds) if record.interval_seconds is not None else None,
+        start_at=record.start_at,
+        end_at=record.end_at,
+        max_runs=int(record.max_runs) if record.max_runs is not None else None,
+        runs_remaining=runs_remaining(record),
+        jitter_seconds=int(record.jitter_seconds or 0),
         payload=record.payload,
         message_template=record.message_template,
         max_retries=int(record.max_retries),
@@ -150,18 +232,23 @@ def to_api(record: TriggerRecord, now: datetime) -> Trigger:
         overlap_policy=record.overlap_policy,
         pause_on_failure=bool(record.pause_on_failure),
         paused_reason=record.paused_reason,
+        finished_reason=FINISHED_REASONS.get(record.finished_reason) if record.finished_reason else None,
         created_by=record.created_by,
         created_at=record.created_at,
         updated_at=record.updated_at,
-        next_run_at=next_unrun(record, now),
+        next_run_at=_started(record, next_unrun(record, now)),
         last_run_at=record.last_run_at,
         last_run_status=record.last_run_status,
         last_run_conversation_ids=list(record.last_run_conversation_ids or []),
         last_outcome_at=record.last_outcome_at,
         last_outcome_status=record.last_outcome_status,
         missed_runs_skipped=int(record.missed_runs_skipped or 0),
-        schedule_description=schedule_of(record).describe(),
+        schedule_description=describe(record),
     )
+
+
+def _started(record: TriggerRecord, nominal: datetime | None) -> datetime | None:
+    return start_of_occurrence(record, nominal) if nominal is not None else None
 
 
 def _due_fields(deps: Deps, record: TriggerRecord, next_run_at: datetime | None) -> None:
@@ -176,14 +263,32 @@ def _due_fields(deps: Deps, record: TriggerRecord, next_run_at: datetime | None)
         record.due_at = format_instant(next_run_at)
 
 
+def _recurring_only(inputs: ScheduleInputs, max_runs: int | None) -> None:
+    if inputs.run_at is not None and max_runs is not None:
+        raise _field_error("maxRuns", "applies only to a recurring schedule (cronExpression or intervalSeconds)")
+
+
 def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: TriggerCreate) -> Trigger:
     principal.require_tenant(path.tenant_id, "editor")
     principal.check_run_as(body.run_as_user_id)
-    if (body.cron_expression is None) == (body.run_at is None):
+    if sum(kind is not None for kind in (body.cron_expression, body.run_at, body.interval_seconds)) != 1:
         raise _schedule_kind_error()
     now = deps.now()
     run_at = _check_run_at(body.run_at, now) if body.run_at is not None else None
-    schedule = build_schedule(body.cron_expression, body.cron_timezone, run_at)
+    start_at = _stored_instant(body.start_at) if body.start_at is not None else None
+    if body.interval_seconds is not None and start_at is None:
+        start_at = interval_anchor(now)
+    inputs = ScheduleInputs(
+        body.cron_expression,
+        body.cron_timezone,
+        run_at,
+        body.interval_seconds,
+        start_at,
+        _stored_instant(body.end_at) if body.end_at is not None else None,
+    )
+    schedule = build_schedule(inputs)
+    _recurring_only(inputs, body.max_runs)
+    _require_an_occurrence(schedule, now)
     trigger_id = body.id or f"trg_{secrets.token_hex(10)}"
     record = TriggerRecord(
         trigger_pk(path.tenant_id, trigger_id),
@@ -200,6 +305,11 @@ def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: Trig
         cron_expression=body.cron_expression,
         cron_timezone=body.cron_timezone,
         run_at=run_at,
+        interval_seconds=body.interval_seconds,
+        start_at=inputs.start_at,
+        end_at=inputs.end_at,
+        max_runs=body.max_runs,
+        jitter_seconds=body.jitter_seconds or None,
         payload=body.payload,
         message_template=body.message_template,
         max_retries=body.max_retries,
@@ -225,24 +335,104 @@ def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: Trig
     return to_api(record, now)
 
 
-def _merged_schedule_inputs(record: TriggerRecord, patch: TriggerPatch) -> tuple[str | None, datetime | None]:
-    """cronExpression and runAt after the patch: setting one clears the other (switching the kind)."""
+def _merged_kind(record: TriggerRecord, patch: TriggerPatch) -> dict[str, object]:
+    """cronExpression, runAt and intervalSeconds after the patch: setting one clears the others."""
     fields = patch.model_fields_set
-    cron: str | None = record.cron_expression
-    run_at: datetime | None = record.run_at
-    if "cron_expression" in fields and "run_at" in fields:
-        if patch.cron_expression is not None and patch.run_at is not None:
-            raise _schedule_kind_error()
-        cron, run_at = patch.cron_expression, patch.run_at
-    elif "cron_expression" in fields:
-        cron = patch.cron_expression
-        run_at = None if cron is not None else run_at
-    elif "run_at" in fields:
-        run_at = patch.run_at
-        cron = None if run_at is not None else cron
-    if (cron is None) == (run_at is None):
+    values: dict[str, object] = {name: getattr(record, name) for name in KIND_FIELDS}
+    named = [name for name in KIND_FIELDS if name in fields]
+    chosen = [name for name in named if getattr(patch, name) is not None]
+    if len(chosen) > 1:
         raise _schedule_kind_error()
-    return cron, run_at
+    if chosen:
+        values = {name: getattr(patch, name) if name == chosen[0] else None for name in KIND_FIELDS}
+    for name in named:
+        if name not in chosen:
+            values[name] = None
+    if sum(value is not None for value in values.values()) != 1:
+        raise _schedule_kind_error()
+    return values
+
+
+def _merged_inputs(record: TriggerRecord, patch: TriggerPatch, now: datetime) -> tuple[ScheduleInputs, int | None]:
+    """The schedule and maxRuns after the patch. Switching to runAt drops the bounds the patch does not
+    name; switching to an interval anchors it at the bound startAt, or the next minute."""
+    fields = patch.model_fields_set
+    kind = _merged_kind(record, patch)
+    cron = kind["cron_expression"]
+    run_at = kind["run_at"]
+    interval = kind["interval_seconds"]
+    bounds: dict[str, object] = {
+        name: getattr(patch, name) if name in fields else getattr(record, name) for name in BOUND_FIELDS
+    }
+    if run_at is not None and record.run_at is None:
+        bounds = {name: getattr(patch, name) if name in fields else None for name in BOUND_FIELDS}
+    start_at = bounds["start_at"]
+    end_at = bounds["end_at"]
+    if isinstance(start_at, datetime):
+        start_at = _stored_instant(start_at)
+    if isinstance(end_at, datetime):
+        end_at = _stored_instant(end_at)
+    if interval is not None and start_at is None:
+        start_at = interval_anchor(now)
+    timezone = patch.cron_timezone if patch.cron_timezone is not None else record.cron_timezone
+    inputs = ScheduleInputs(
+        cron if isinstance(cron, str) else None,
+        timezone,
+        _stored_instant(run_at) if isinstance(run_at, datetime) else None,
+        int(interval) if interval is not None else None,  # type: ignore[call-overload]
+        start_at if isinstance(start_at, datetime) else None,
+        end_at if isinstance(end_at, datetime) else None,
+    )
+    max_runs = bounds["max_runs"]
+    return inputs, int(max_runs) if max_runs is not None else None  # type: ignore[call-overload]
+
+
+def _stored_inputs(record: TriggerRecord) -> ScheduleInputs:
+    return ScheduleInputs(
+        record.cron_expression,
+        record.cron_timezone,
+        record.run_at,
+        int(record.interval_seconds) if record.interval_seconds is not None else None,
+        record.start_at,
+        record.end_at,
+    )
+
+
+def _check_runs_left(record: TriggerRecord, max_runs: int | None, *, enabling: bool, max_runs_named: bool) -> None:
+    """maxRuns may not fall to the runs already started; a trigger out of runs is enabled only with more."""
+    started = int(record.runs_started or 0)
+    if max_runs is None or max_runs > started:
+        return
+    if max_runs_named:
+        raise _field_error("maxRuns", f"must be more than the {started} scheduled runs already started")
+    if enabling:
+        raise _field_error("enabled", f"all {max_runs} runs (maxRuns) have started; raise maxRuns to run it again")
+
+
+def _reschedule(
+    deps: Deps,
+    record: TriggerRecord,
+    inputs: ScheduleInputs,
+    jitter: int,
+    enabled: bool,
+    now: datetime,
+    first: datetime | None,
+) -> list[str]:
+    """Apply a schedule change in memory: a new schedule version, the old one's end, no claim; the
+    names written."""
+    record.cron_expression, record.cron_timezone, record.run_at = (
+        inputs.cron_expression,
+        inputs.cron_timezone,
+        inputs.run_at,
+    )
+    record.interval_seconds, record.start_at, record.end_at = inputs.interval_seconds, inputs.start_at, inputs.end_at
+    record.jitter_seconds, record.enabled = jitter or None, enabled
+    ended = {**(record.version_ends or {}), str(int(record.schedule_version)): format_instant(now)}
+    record.version_ends = dict(sorted(ended.items(), key=lambda item: int(item[0]))[-REMEMBERED_VERSION_ENDS:])
+    record.schedule_version = int(record.schedule_version) + 1
+    record.claim_for = record.claim_name = record.claim_version = record.dispatched_for = None
+    _due_fields(deps, record, first if enabled else None)
+    return ["version_ends", *SCHEDULE_FIELDS, *trigger_store.SCHEDULE_STATE]
 
 
 def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, patch: TriggerPatch) -> Trigger:
@@ -262,48 +452,51 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
     if "run_as_user_id" in fields:
         principal.check_run_as(patch.run_as_user_id)
     now = deps.now()
-    cron, run_at = _merged_schedule_inputs(record, patch)
-    run_at = _stored_instant(run_at) if run_at is not None else None
-    timezone = patch.cron_timezone if patch.cron_timezone is not None else record.cron_timezone
+    inputs, max_runs = _merged_inputs(record, patch, now)
+    jitter = patch.jitter_seconds if patch.jitter_seconds is not None else int(record.jitter_seconds or 0)
     enabled = patch.enabled if patch.enabled is not None else record.enabled
-    new_run_at = run_at is not None and run_at != record.run_at
+    enabling = enabled and not record.enabled
+    stored = _stored_inputs(record)
+    new_run_at = inputs.run_at is not None and inputs.run_at != record.run_at
     # A one-time trigger's zone only labels its runs; it moves no occurrence.
-    zone_matters = cron is not None or record.cron_expression is not None
-    schedule_changed = (cron, run_at, enabled) != (record.cron_expression, record.run_at, record.enabled) or (
-        zone_matters and timezone != record.cron_timezone
+    zone_matters = inputs.run_at is None or record.run_at is None
+    schedule_changed = (
+        (inputs.cron_expression, inputs.run_at, inputs.interval_seconds, inputs.start_at, inputs.end_at)
+        != (stored.cron_expression, stored.run_at, stored.interval_seconds, stored.start_at, stored.end_at)
+        or jitter != int(record.jitter_seconds or 0)
+        or enabled != record.enabled
+        or (zone_matters and inputs.cron_timezone != record.cron_timezone)
     )
+    run_at = inputs.run_at
     if new_run_at and enabled and run_at is not None:
         run_at = _check_run_at(run_at, now)
-    elif schedule_changed and enabled and cron is None and run_at is not None and run_at <= now:
+    elif schedule_changed and enabled and inputs.run_at is not None and inputs.run_at <= now:
         raise _field_error("runAt", "has passed; set a new runAt to run this one-time trigger again")
-    schedule = build_schedule(cron, timezone, run_at)
+    schedule = build_schedule(inputs)
+    _recurring_only(inputs, max_runs)
+    _check_runs_left(record, max_runs, enabling=enabling, max_runs_named="max_runs" in fields)
+    if schedule_changed and enabled:
+        _require_an_occurrence(schedule, now)
 
     expected_revision = int(record.revision)
-    plain_fields = fields - set(SCHEDULE_FIELDS)
-    if not schedule_changed and timezone != record.cron_timezone:
+    plain_fields = fields - set(SCHEDULE_FIELDS) - set(BOUND_FIELDS)
+    if not schedule_changed and inputs.cron_timezone != record.cron_timezone:
         plain_fields.add("cron_timezone")
     for name in plain_fields:
         setattr(record, name, getattr(patch, name))
-    changed = [*sorted(plain_fields), "updated_at", "revision"]
+    record.max_runs = max_runs
+    changed = [*sorted(plain_fields), "max_runs", "updated_at", "revision"]
     record.updated_at = now
     record.revision = expected_revision + 1
-    if enabled and not record.enabled and record.paused_reason is not None:
-        record.paused_reason = None  # enabling a paused trigger is how it is resumed (SPEC §5)
-        changed.append("paused_reason")
+    if enabling:
+        # Enabling a paused or finished trigger is how it is resumed (SPEC §4, §5).
+        record.paused_reason = record.finished_reason = None
+        changed += ["paused_reason", "finished_reason"]
     if schedule_changed:
-        record.cron_expression, record.cron_timezone, record.run_at, record.enabled = (
-            cron,
-            timezone,
-            run_at,
-            enabled,
+        inputs = ScheduleInputs(**{**inputs.__dict__, "run_at": run_at})
+        changed += _reschedule(
+            deps, record, inputs, jitter, enabled, now, first_run(schedule, now, new_run_at=new_run_at)
         )
-        ended = {**(record.version_ends or {}), str(int(record.schedule_version)): format_instant(now)}
-        record.version_ends = dict(sorted(ended.items(), key=lambda item: int(item[0]))[-REMEMBERED_VERSION_ENDS:])
-        record.schedule_version = int(record.schedule_version) + 1
-        record.claim_for = record.claim_name = record.claim_version = record.dispatched_for = None
-        next_run_at = first_run(schedule, now, new_run_at=new_run_at) if enabled else None
-        _due_fields(deps, record, next_run_at)
-        changed += ["version_ends", *SCHEDULE_FIELDS, *trigger_store.SCHEDULE_STATE]
     if not trigger_store.save_changes(record, changed, expected_revision):
         raise ConflictError(f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry")
     if schedule_changed:
@@ -321,10 +514,15 @@ def delete_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
 
 
 def upcoming_runs_of(record: TriggerRecord, count: int, now: datetime) -> list[datetime]:
+    """When the next `count` occurrences start (jitter included), within maxRuns' remaining runs."""
     first = next_unrun(record, now)
+    remaining = runs_remaining(record)
+    if remaining is not None:
+        count = min(count, remaining)
     if first is None or count < 1:
         return []
-    return [first, *schedule_of(record).next_runs(first, count - 1)]
+    nominal = [first, *schedule_of(record).next_runs(first, count - 1)]
+    return [start_of_occurrence(record, at) for at in nominal]
 
 
 def get_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
@@ -385,13 +583,26 @@ def agent_upcoming_runs(deps: Deps, principal: Principal, path: AgentPath, limit
 
 
 def preview_schedule(deps: Deps, request: SchedulePreviewRequest) -> SchedulePreview:
-    """Occurrences of a schedule that need not be stored; a runAt in the past simply has none."""
-    if (request.cron_expression is None) == (request.run_at is None):
-        raise _schedule_kind_error()
-    schedule = build_schedule(request.cron_expression, request.cron_timezone, request.run_at)
+    """Nominal occurrences of a schedule that need not be stored (a stored trigger's `upcomingRuns`
+    add its jitter, which depends on its incarnation); a runAt in the past simply has none.
+    """
+    inputs = ScheduleInputs(
+        request.cron_expression,
+        request.cron_timezone,
+        request.run_at,
+        request.interval_seconds,
+        request.start_at,
+        request.end_at,
+    )
+    if request.interval_seconds is not None and request.start_at is None:
+        inputs = ScheduleInputs(**{**inputs.__dict__, "start_at": interval_anchor(deps.now())})
+    schedule = build_schedule(inputs)
+    _recurring_only(inputs, request.max_runs)
     after = request.after if request.after is not None else deps.now()
+    count = min(request.count, request.max_runs) if request.max_runs is not None else request.count
     runs: list[datetime] = []
     with suppress(OverflowError):  # the calendar ends at 9999-12-31: no more occurrences to show
-        for occurrence in islice(schedule.occurrences_after(after), request.count):
+        for occurrence in islice(schedule.occurrences_after(after), count):
             runs.append(occurrence)
-    return SchedulePreview(next_runs=runs, schedule_description=schedule.describe())
+    description = schedule.describe() + describe_limits(request.max_runs, request.jitter_seconds)
+    return SchedulePreview(next_runs=runs, schedule_description=description)

@@ -17,7 +17,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from sundial.domain.instants import format_instant
 from sundial.store.records import ShardMarkerRecord, TriggerRecord, condition_held
-from sundial.store.triggers import used_up_actions
+from sundial.store.triggers import ENDED, used_up_actions
 
 QUERY_PAGE_SIZE = 1000
 PageKey = dict[str, Any]  # where a shard's query continues: DynamoDB's LastEvaluatedKey
@@ -54,6 +54,10 @@ class DueRow:
     due_at: str | None
     claim: Claim | None
     due_shard: int | None = None
+    interval_seconds: int | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    jitter_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,8 @@ class Advance:
     """Write 1: move `next_run_at` past the observed occurrence, with a leased claim or without one.
 
     `shard` is the due shard the row belongs in under the current shard count (re-shard on write).
-    `finished` (the time it happened) marks a one-time trigger whose only occurrence was skipped: it
-    is disabled, as a one-time trigger is once its run is over.
+    `finished` (the time it happened) marks a trigger whose last occurrence was skipped (a one-time
+    trigger's only one, or the last before `endAt`): it is disabled, as it is once its last run is over.
     """
 
     next_run_at: datetime | None
@@ -144,6 +148,10 @@ def due_row(record: TriggerRecord) -> DueRow:
         due_at=record.due_at,
         claim=claim,
         due_shard=int(record.due_shard) if record.due_shard is not None else None,
+        interval_seconds=int(record.interval_seconds) if record.interval_seconds is not None else None,
+        start_at=record.start_at,
+        end_at=record.end_at,
+        jitter_seconds=int(record.jitter_seconds or 0),
     )
 
 
@@ -181,7 +189,7 @@ class DynamoDispatchStore:
         )
         actions: list[Any] = [TriggerRecord.missed_runs_skipped.add(step.skipped)] if step.skipped else []
         if step.finished is not None:
-            return self._update(row.pk, [*actions, *used_up_actions(step.finished)], condition)
+            return self._update(row.pk, [*actions, *used_up_actions(step.finished, ENDED)], condition)
         actions.append(
             TriggerRecord.next_run_at.set(step.next_run_at)
             if step.next_run_at is not None

@@ -10,9 +10,10 @@ import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from pynamodb.exceptions import DoesNotExist
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.transactions import TransactWrite
 
 from sundial.contracts.api import InvocationKind, InvocationStatus
 from sundial.deps import Deps
@@ -25,11 +26,13 @@ from sundial.store.records import (
     IdempotencyRecord,
     InvocationRecord,
     OpenRegisterRecord,
+    TriggerRecord,
     condition_held,
     invocation_partition,
     project_key,
     register_shard_for,
 )
+from sundial.store.triggers import MAX_RUNS, stopped_actions
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ def new_invocation(
     schedule_version: int | None = None,
     rerun_of: str | None = None,
     execution_arn: str | None = None,
+    starts_at: datetime | None = None,
 ) -> InvocationRecord:
     """A pending record; `execution_arn` defaults to the one `execution_name` gets in the configured machine."""
     now = deps.now()
@@ -87,6 +91,7 @@ def new_invocation(
         execution_arn=execution_arn,
         schedule_version=schedule_version,
         rerun_of=rerun_of,
+        starts_at=starts_at if starts_at is not None and starts_at != scheduled_for else None,
         expires_at=expiry_for(deps, now, finished=False),
         project_key=project_key(tenant_id, project_id),
     )
@@ -270,15 +275,55 @@ def refresh(record: InvocationRecord) -> None:
 
 def mark_running(record: InvocationRecord, ref: str, now: datetime) -> bool:
     """pending → running (with the trigger's current ref); False when it was cancelled or finished meanwhile."""
-    actions: list[Any] = [
-        InvocationRecord.status.set("running"),
-        InvocationRecord.started_at.set(now),
-        InvocationRecord.ref.set(ref),
-    ]
+    actions = _running_actions(ref, now)
     if condition_held(lambda: record.update(actions=actions, condition=InvocationRecord.status == "pending")):
         return True
     refresh(record)
     return record.status == "running"
+
+
+def _running_actions(ref: str, now: datetime) -> list[Any]:
+    return [InvocationRecord.status.set("running"), InvocationRecord.started_at.set(now), InvocationRecord.ref.set(ref)]
+
+
+def mark_running_counted(
+    record: InvocationRecord, trigger: TriggerRecord, now: datetime, *, last: bool
+) -> Literal["running", "not_pending", "trigger_changed"]:
+    """pending → running and one more of the trigger's `runs_started`, in one transaction (maxRuns).
+
+    Both or neither: a run counts exactly once, however often the step is retried, and two runs
+    racing for the last remaining run cannot both start. The count is conditioned on the count and
+    maxRuns read and the incarnation, and bumps `revision`, so an edit of maxRuns read before it
+    conflicts. The `last` run also finishes the trigger. "trigger_changed": read it again, decide anew.
+    """
+    observed = int(trigger.runs_started or 0)
+    unchanged_count = TriggerRecord.runs_started == observed
+    if observed == 0:
+        unchanged_count = unchanged_count | TriggerRecord.runs_started.does_not_exist()
+    count: list[Any] = [TriggerRecord.runs_started.set(observed + 1)]
+    count += stopped_actions(now, MAX_RUNS) if last else [TriggerRecord.revision.add(1)]
+    unchanged = (
+        (TriggerRecord.incarnation == trigger.incarnation)
+        & (TriggerRecord.max_runs == trigger.max_runs)
+        & unchanged_count
+    )
+    connection = TriggerRecord._get_connection().connection
+    try:
+        with TransactWrite(connection=connection) as transaction:
+            transaction.update(
+                record, actions=_running_actions(trigger.ref, now), condition=InvocationRecord.status == "pending"
+            )
+            transaction.update(TriggerRecord(trigger.pk), actions=count, condition=unchanged)
+    except TransactWriteError as error:
+        reasons = [reason.code if reason is not None else None for reason in error.cancellation_reasons]
+        if not reasons or "ConditionalCheckFailed" not in reasons:
+            raise
+        if reasons[0] == "ConditionalCheckFailed":
+            refresh(record)
+            return "running" if record.status == "running" else "not_pending"
+        return "trigger_changed"
+    record.status, record.started_at, record.ref = "running", now, trigger.ref
+    return "running"
 
 
 def history_page(

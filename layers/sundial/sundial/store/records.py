@@ -85,6 +85,10 @@ DUE_INDEX_ATTRIBUTES = [
     "cron_expression",
     "cron_timezone",
     "run_at",
+    "interval_seconds",
+    "start_at",
+    "end_at",
+    "jitter_seconds",
     "next_run_at",
     "schedule_version",
     "catch_up_window_seconds",
@@ -127,6 +131,16 @@ class TriggerRecord(Model):
     cron_expression = UnicodeAttribute(null=True)
     cron_timezone = UnicodeAttribute(default="UTC")
     run_at = InstantAttribute(null=True)
+    interval_seconds = NumberAttribute(null=True)
+    # Bounds of a recurring schedule; an interval trigger always has start_at (its anchor).
+    start_at = InstantAttribute(null=True)
+    end_at = InstantAttribute(null=True)
+    jitter_seconds = NumberAttribute(null=True)  # absent: 0
+    max_runs = NumberAttribute(null=True)
+    # Scheduled runs that started, counted once each when the run becomes running (maxRuns).
+    runs_started = NumberAttribute(null=True)
+    # Why the schedule is over: "ended" (one-time run over, or past endAt) or "max_runs"; cleared by enabling.
+    finished_reason = UnicodeAttribute(null=True)
     payload = JSONAttribute(null=True)
     message_template = UnicodeAttribute(null=True)
     max_retries = NumberAttribute(default=1)
@@ -143,7 +157,7 @@ class TriggerRecord(Model):
     updated_at = InstantAttribute()
     # Optimistic concurrency for edits: every API write conditions on and bumps it.
     revision = NumberAttribute(default=1)
-    # Bumped by every change of cron, zone, runAt or enabled; part of each execution name.
+    # Bumped by every change of cron, zone, runAt, interval, bounds, jitter or enabled; part of each execution name.
     schedule_version = NumberAttribute(default=1)
     next_run_at = InstantAttribute(null=True)
     missed_runs_skipped = NumberAttribute(default=0)
@@ -201,6 +215,7 @@ class InvocationRecord(Model):
     kind = UnicodeAttribute()
     status = UnicodeAttribute()
     scheduled_for = InstantAttribute()
+    starts_at = InstantAttribute(null=True)  # absent: scheduled_for (no jitter)
     created_at = InstantAttribute()
     started_at = InstantAttribute(null=True)
     completed_at = InstantAttribute(null=True)

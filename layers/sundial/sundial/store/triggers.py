@@ -89,13 +89,19 @@ def agent_triggers(partition: str, agent_id: str) -> Iterator[TriggerRecord]:
     )
 
 
-def used_up_actions(now: datetime) -> list[Any]:
-    """Disable a one-time trigger whose occurrence is over (ran, failed, was cancelled or missed; SPEC §4).
+# Why a trigger's schedule is over (`finished_reason`): its last occurrence has ended (a one-time
+# trigger's run, or the last before endAt), or it has started its maxRuns scheduled runs.
+ENDED = "ended"
+MAX_RUNS = "max_runs"
 
-    The one rule behind both writes that do it: the runner's, after a run, and the dispatcher's,
-    when the only occurrence was missed.
+
+def used_up_actions(now: datetime, reason: str | None = None) -> list[Any]:
+    """Disable a trigger whose schedule is over (SPEC §4), saying why when `reason` is given.
+
+    The one rule behind every write that does it: the runner's, after a last run; the dispatcher's,
+    when the last occurrence was missed; the count that reaches maxRuns; and a pause (no reason).
     """
-    return [
+    actions = [
         TriggerRecord.enabled.set(False),
         TriggerRecord.schedule_version.add(1),
         TriggerRecord.revision.add(1),
@@ -104,23 +110,39 @@ def used_up_actions(now: datetime) -> list[Any]:
         TriggerRecord.due_shard.remove(),
         TriggerRecord.due_at.remove(),
     ]
+    if reason is not None:
+        actions.append(TriggerRecord.finished_reason.set(reason))
+    return actions
 
 
-def use_up_one_time(tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, now: datetime) -> bool:
-    """A one-time trigger's occurrence has ended: enabled=false and out of the due index (SPEC §4).
+def use_up(tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int, now: datetime) -> bool:
+    """The last occurrence of a trigger's schedule has ended: enabled=false and out of the due index.
 
-    One conditional write, which leaves alone a cron trigger, a trigger re-scheduled since the claim
-    (every change of runAt or enabled bumps schedule_version) and a re-created one (another
-    incarnation). True when it disabled the trigger.
+    One conditional write, which leaves alone a trigger re-scheduled since the claim (every schedule
+    change bumps schedule_version), a re-created one (another incarnation), and a recurring trigger
+    that still has an occurrence ahead (`next_run_at`). True when it disabled the trigger.
     """
     trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
-    actions = used_up_actions(now)
-    unchanged_one_time = (
+    actions = used_up_actions(now, ENDED)
+    over = (
         (TriggerRecord.incarnation == incarnation)
         & (TriggerRecord.schedule_version == schedule_version)
-        & TriggerRecord.run_at.exists()
+        & (TriggerRecord.run_at.exists() | TriggerRecord.next_run_at.does_not_exist())
     )
-    return condition_held(lambda: trigger.update(actions=actions, condition=unchanged_one_time))
+    return condition_held(lambda: trigger.update(actions=actions, condition=over))
+
+
+def stopped_actions(now: datetime, reason: str | None = None) -> list[Any]:
+    """Disable a trigger mid-schedule (a pause, or maxRuns reached): also drop any outstanding claim,
+    so the dispatcher's release of it fails instead of putting the row back into the due index.
+    """
+    return [
+        *used_up_actions(now, reason),
+        TriggerRecord.claim_for.remove(),
+        TriggerRecord.claim_name.remove(),
+        TriggerRecord.claim_version.remove(),
+        TriggerRecord.dispatched_for.remove(),
+    ]
 
 
 def pause(tenant_id: str, trigger_id: str, incarnation: str, reason: str, now: datetime) -> bool:
@@ -130,14 +152,7 @@ def pause(tenant_id: str, trigger_id: str, incarnation: str, reason: str, now: d
     claimed stand down. Only while it is the same incarnation, enabled, and still asks to be paused.
     """
     trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
-    actions: list[Any] = [
-        *used_up_actions(now),
-        TriggerRecord.paused_reason.set(reason),
-        TriggerRecord.claim_for.remove(),
-        TriggerRecord.claim_name.remove(),
-        TriggerRecord.claim_version.remove(),
-        TriggerRecord.dispatched_for.remove(),
-    ]
+    actions: list[Any] = [*stopped_actions(now), TriggerRecord.paused_reason.set(reason)]
     still_asks = (
         (TriggerRecord.incarnation == incarnation)
         & (TriggerRecord.enabled == True)  # noqa: E712 - a pynamodb condition, not a comparison
