@@ -263,7 +263,7 @@ class Harness:
         claim = Claim(
             at, scheduled_execution_name(row.tenant_id, row.trigger_id, row.incarnation, version, at), version
         )
-        request = start_request(due_row(row), claim)
+        request = start_request(due_row(row), claim, None)
         started = self.stack.sfn.start_execution(
             stateMachineArn=self.stack.settings.state_machine_arn, name=request.name, input=request.input
         )

@@ -77,6 +77,7 @@ def test_an_occurrence_is_claimed_within_the_lookahead_and_started_once_under_it
                 "scheduleVersion": 1,
                 "idempotencyKey": name,
                 "startsAt": "2026-11-26T15:00:00Z",
+                "following": "2026-11-27T15:00:00Z",
             },
         }
     ]

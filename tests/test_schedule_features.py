@@ -7,6 +7,7 @@ tests/test_exactly_once_edges.py).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,7 +49,7 @@ def test_an_interval_runs_in_absolute_time_from_its_anchor_across_a_dst_change()
     schedule = IntervalSchedule(90 * 60, anchor)
     runs = schedule.next_runs(anchor - timedelta(days=1), 20)
     assert runs[0] == anchor
-    assert {later - earlier for earlier, later in zip(runs, runs[1:], strict=False)} == {timedelta(minutes=90)}
+    assert {later - earlier for earlier, later in itertools.pairwise(runs)} == {timedelta(minutes=90)}
     assert schedule.next_after(anchor) == anchor + timedelta(minutes=90)
     assert schedule.next_after(anchor + timedelta(minutes=89, seconds=59)) == anchor + timedelta(minutes=90)
 
@@ -312,3 +313,52 @@ def test_a_jittered_occurrence_starts_at_its_offset_under_its_nominal_key(
     assert finish(env, agent, state) == "completed"
     invocation = invocation_store.load("acme", trigger_id, record.incarnation, run.invocation_id)
     assert (invocation.scheduled_for, invocation.starts_at) == (START, expected)
+
+
+def _claimed_jittered(env: DispatchEnv) -> tuple[str, ExecutionInput, datetime]:
+    """An hourly trigger with up to an hour of jitter, its 15:00 claimed; returns its id, run and start."""
+    trigger_id = create(env, cron_expression="0 * * * *", jitter_seconds=3600, catch_up_window_seconds=0)
+    expected = start_of(CronSchedule.parse("0 * * * *"), stored(trigger_id).incarnation, 3600, START)
+    assert expected - START > timedelta(seconds=120), "this incarnation's offset happens to be short; rerun"
+    claim_all(env, START)
+    [run] = started_runs(env, trigger_id)
+    return trigger_id, run, expected
+
+
+def test_disabling_a_trigger_during_an_occurrences_jitter_stops_it(env: DispatchEnv, agent: RecordingAgent) -> None:
+    trigger_id, run, expected = _claimed_jittered(env)
+    env.clock.set(START + timedelta(seconds=30))
+    state = prepare(env, run)
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(enabled=False))
+    env.clock.set(expected)
+    assert finish(env, agent, state) == "cancelled"
+    assert agent.calls == []
+
+
+def test_lowering_the_jitter_during_an_occurrences_jitter_runs_it_once(env: DispatchEnv, agent: RecordingAgent) -> None:
+    trigger_id, run, expected = _claimed_jittered(env)
+    env.clock.set(START + timedelta(seconds=1))
+    old = prepare(env, run)
+    shown = update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(jitter_seconds=600))
+    new_start = shown.next_run_at
+    assert new_start is not None
+    assert START + timedelta(seconds=1) < new_start < START + timedelta(seconds=600), "15:00 is kept"
+    claim_all(env, START + timedelta(seconds=60))
+    fresh = [r for r in started_runs(env, trigger_id) if r.schedule_version != run.schedule_version]
+    assert [r.scheduled_for for r in fresh][:1] == [iso(START)]
+    fresh_state = prepare(env, fresh[0])
+    env.clock.set(new_start)
+    assert finish(env, agent, fresh_state) == "completed"
+    env.clock.set(expected)
+    assert finish(env, agent, old) == "cancelled"
+    assert agent.scheduled_for(trigger_id) == [iso(START)]
+
+
+def test_max_runs_counts_from_zero_when_it_is_set_again(env: DispatchEnv, agent: RecordingAgent) -> None:
+    trigger_id = create(env, cron_expression="* * * * *", max_runs=5)
+    claim_all(env, START - timedelta(minutes=8))
+    for run in started_runs(env, trigger_id)[:2]:
+        env.clock.set(datetime.fromisoformat(run.scheduled_for))
+        assert finish(env, agent, prepare(env, run)) == "completed"
+    update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(max_runs=None))
+    assert update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(max_runs=2)).runs_remaining == 2

@@ -871,10 +871,16 @@ def test_openapi_document_is_served_without_credentials(api: ApiClient) -> None:
     assert "/tenants/{tenant_id}/projects/{project_id}/agents/{agent_id}/scheduled-triggers" in response.body["paths"]
 
 
-def test_a_preview_at_the_end_of_the_calendar_lists_what_is_left(api: ApiClient) -> None:
+def test_a_preview_near_the_end_of_the_calendar_is_refused_naming_the_field(api: ApiClient) -> None:
+    """Instants stop at year 8999, so that a schedule, its jitter and its next occurrence fit the calendar."""
     response = api.request(
         "POST", "/schedule-preview", {"cronExpression": "* * * * *", "after": "9999-12-31T23:58:30Z", "count": 5}
     )
 
-    assert response.status == 200, response.body
-    assert response.body["nextRuns"] == ["9999-12-31T23:59:00Z"]
+    error = assert_error(response, 422, "validation_failed")
+    assert error["details"][0]["field"] == "body.after"
+    last = api.request(
+        "POST", "/schedule-preview", {"cronExpression": "* * * * *", "after": "8999-12-31T23:58:30Z", "count": 2}
+    )
+    assert last.status == 200, last.body
+    assert last.body["nextRuns"] == ["8999-12-31T23:59:00Z", "9000-01-01T00:00:00Z"]

@@ -168,3 +168,59 @@ def test_a_cancelled_instant_that_an_edit_schedules_again_may_be_missed_again() 
         )
         state.sfn_fault(calls=3, kind="lost", seconds=538)
         state.teardown()
+
+
+def test_a_late_claim_of_an_edited_schedule_obeys_the_missed_run_rule_of_its_own_schedule() -> None:
+    """A `* * * * *` occurrence (14:59) whose start failed was re-driven at 15:02:07 and attempted
+    after an edit had made the trigger one-time: the runner judged "a later occurrence was due" by
+    the new schedule (one run, hours ahead) and ran it, though 15:00 and 15:01 of its own schedule
+    were missed too (backlog-replay). The execution input now carries the occurrence that followed
+    under the claim's schedule."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=0, shards=1)
+        state.begin_dispatch(pick=0)
+        state.create(
+            catch_up=0, crash=False, max_retries=0, overlap="allow", run_in=112, schedule="* * * * *", slot="t0"
+        )
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.patch(change="disable", crash=True, run_in=304, slot="t0")
+        state.patch(change="disable", crash=True, run_in=157, slot="t0")
+        state.step_execution(exhausted=False, fault="none", pick=0, reply=200)
+        state.dispatcher_tick()
+        state.dispatcher_tick()
+        state.create(
+            catch_up=3600, crash=True, max_retries=0, overlap="allow", run_in=300, schedule="* * * * *", slot="t1"
+        )
+        state.rerun(pick=4, slot="t1")
+        state.run_now(key=None, slot="t1")
+        state.advance_clock(seconds=175)
+        state.begin_dispatch(pick=3)
+        state.advance_clock(seconds=21)
+        state.patch(change="cron:*/5 * * * *", crash=False, run_in=191, slot="t0")
+        state.advance_clock(seconds=21)
+        state.begin_dispatch(pick=0)
+        state.rerun(pick=5, slot="t1")
+        state.step_execution(exhausted=False, fault="crash", pick=5, reply=400)
+        state.run_now(key=None, slot="t0")
+        state.dispatcher_tick()
+        state.patch(change="runAt", crash=True, run_in=117, slot="t1")
+        state.sfn_fault(calls=3, kind="lost", seconds=218)
+        state.teardown()

@@ -114,12 +114,20 @@ CronText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 ZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+# Instants Sundial accepts: far enough from the calendar's ends that a schedule, its jitter and the
+# next occurrence after any of them stay inside it.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 9000
+
+
 def _representable_in_utc(value: datetime) -> datetime:
     """Year 1 with a positive offset (or 9999 with a negative one) has no UTC equivalent."""
     try:
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
     except OverflowError:
         raise ValueError("is out of the supported range of instants") from None
+    if not EARLIEST_YEAR <= utc.year < LATEST_YEAR:
+        raise ValueError(f"is out of the supported range of instants (years {EARLIEST_YEAR} to {LATEST_YEAR - 1})")
+    return utc
 
 
 Instant = Annotated[AwareDatetime, BeforeValidator(_require_iso_string), AfterValidator(_representable_in_utc)]
@@ -330,6 +338,8 @@ class UpcomingRun(ApiModel):
     trigger_id: str
     trigger_name: str
     scheduled_for: datetime
+    # When it starts: scheduledFor plus the trigger's jitter.
+    starts_at: datetime
 
 
 class UpcomingRuns(ApiModel):

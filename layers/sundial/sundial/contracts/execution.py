@@ -40,6 +40,9 @@ class ExecutionInput(StateModel):
     # When the run is to start (the state machine waits until then): scheduledFor plus the trigger's
     # jitter for a scheduled occurrence, scheduledFor itself otherwise.
     starts_at: str | None = Field(None, pattern=INSTANT_PATTERN)
+    # A scheduled occurrence's next one under the schedule it was claimed for (None: none, or a run
+    # not claimed by the dispatcher): the missed-run rule needs it after an edit replaced that schedule.
+    following: str | None = Field(None, pattern=INSTANT_PATTERN)
 
     @model_validator(mode="after")
     def _starts_at_scheduled_for_unless_jittered(self) -> Self:

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
 
 # An occurrence at most this late is on time and runs whatever its catch-up window: it matches the
 # 60 s a runAt may lie in the past and absorbs a late tick. Older ones are missed.
 ON_TIME_GRACE = timedelta(seconds=60)
-
-
-class Schedule(Protocol):
-    def next_after(self, after: datetime) -> datetime | None: ...
 
 
 def catch_up_window(catch_up_window_seconds: int) -> timedelta:
@@ -30,23 +25,23 @@ def _unjittered(nominal: datetime) -> datetime:
 
 
 def may_start(
-    schedule: Schedule,
     occurrence: datetime,
+    following: datetime | None,
     now: datetime,
     catch_up_window_seconds: int,
     start_of: Callable[[datetime], datetime] = _unjittered,
 ) -> bool:
     """Whether `occurrence` (its nominal instant) may start at `now`.
 
-    Lateness counts from when the occurrence was to start (`start_of`: its nominal instant plus the
-    trigger's jitter). On time (within the grace) it always may. Later, only as the most recent
-    missed occurrence (no later one of the schedule has come due by now) and only within the
-    trigger's catch-up window.
+    `following` is the next occurrence of the schedule the occurrence was claimed under (None when
+    that schedule had no other before it ended). Lateness counts from when the occurrence was to
+    start (`start_of`: its instant plus the trigger's jitter). On time (within the grace) it always
+    may. Later, only as the most recent missed occurrence (the following one has not come due by
+    now) and only within the trigger's catch-up window.
     """
     lateness = now - start_of(occurrence)
     if lateness <= ON_TIME_GRACE:
         return True
     if lateness > catch_up_window(catch_up_window_seconds):
         return False
-    following = schedule.next_after(occurrence)
     return following is None or start_of(following) > now

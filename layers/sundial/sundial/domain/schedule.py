@@ -488,7 +488,7 @@ def jitter_offset(schedule: NextOccurrence, incarnation: str, jitter_seconds: in
 
     A hash of (incarnation, nominal instant) modulo the jitter, so previews, `nextRunAt` and every
     retry of a dispatch agree. The span is clipped to the gap before the next occurrence: jitter
-    never moves an occurrence past the one after it, so occurrences still start in order.
+    never moves an occurrence past the one after it (or past endAt), so occurrences start in order.
     """
     if jitter_seconds <= 0:
         return 0
@@ -496,6 +496,8 @@ def jitter_offset(schedule: NextOccurrence, incarnation: str, jitter_seconds: in
     following = schedule.next_after(nominal)
     if following is not None:
         span = max(1, min(span, int((following - nominal).total_seconds())))
+    elif isinstance(schedule, BoundedSchedule) and schedule.end_at is not None:
+        span = max(1, min(span, int((schedule.end_at - nominal).total_seconds()) + 1))  # no start past endAt
     digest = hashlib.sha256(f"{incarnation}\x00{format_instant(nominal)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % span
 

@@ -165,8 +165,11 @@ class StartRequest:
     scheduled_for: datetime
 
 
-def start_request(row: DueRow, claim: Claim) -> StartRequest:
-    """The runner's input for a claimed occurrence; the same claim always gives the same input."""
+def start_request(row: DueRow, claim: Claim, following: datetime | None) -> StartRequest:
+    """The runner's input for a claimed occurrence; the same claim always gives the same input.
+
+    `following` is the row's `next_run_at` as the claim left it (a redrive reads the same value).
+    """
     run = ExecutionInput(
         tenant_id=row.tenant_id,
         project_id=row.project_id,
@@ -179,6 +182,7 @@ def start_request(row: DueRow, claim: Claim) -> StartRequest:
         schedule_version=claim.version,
         idempotency_key=claim.name,
         starts_at=format_instant(start_of(schedule_of(row), row.incarnation, row.jitter_seconds, claim.occurrence)),
+        following=format_instant(following) if following is not None else None,
     )
     return StartRequest(claim.name, run.to_json(), claim.occurrence)
 
@@ -339,7 +343,7 @@ class Dispatcher:
             row.tenant_id, row.trigger_id, row.incarnation, row.schedule_version, step.occurrence
         )
         claim = Claim(step.occurrence, name, row.schedule_version)
-        request = start_request(row, claim)
+        request = start_request(row, claim, step.next_run_at)
         lease_until = now + timedelta(seconds=self.deps.settings.claim_lease_seconds)
         advance = Advance(step.next_run_at, step.skipped, self._target_shard(row), claim, lease_until)
         if not write.call(lambda: self.store.advance(row, advance)):
@@ -356,7 +360,7 @@ class Dispatcher:
         """
         claim = row.claim
         assert claim is not None
-        request = start_request(row, claim)
+        request = start_request(row, claim, row.next_run_at)
         lease_until = now + timedelta(seconds=self.deps.settings.claim_lease_seconds)
         if not self._retrying(self.backoff, report).call(lambda: self.store.renew_lease(row, lease_until)):
             report.add("claim_conflicts")

@@ -167,13 +167,13 @@ def _stopped(state: RunState, status: str) -> RunState:
 
 
 def superseded(
-    kind: str, incarnation: str, schedule_version: int | None, scheduled_for: datetime, trigger: TriggerRecord
+    kind: str, incarnation: str, schedule_version: int | None, starts_at: datetime, trigger: TriggerRecord
 ) -> bool:
     """Whether a run no longer belongs to its trigger and must stand down (SPEC §5, edits after a claim).
 
     Any run of another incarnation (the trigger was deleted and re-created) stands down. A scheduled
     occurrence stands down when its schedule version has ended (an edit of cron, zone, runAt or
-    enabled) — unless its instant had already passed when the edit landed: that occurrence was due
+    enabled) — unless its start (instant plus jitter) had already passed when the edit landed: it was due
     under the schedule it was claimed for, and the new schedule's first run is after the edit, so
     cancelling it would leave it run nowhere. Versions older than `version_ends` remembers stand down.
     """
@@ -182,12 +182,13 @@ def superseded(
     if kind != "scheduled" or int(trigger.schedule_version) == schedule_version:
         return False
     ended = (trigger.version_ends or {}).get(str(schedule_version))
-    return ended is None or scheduled_for >= parse_instant(ended)
+    return ended is None or starts_at >= parse_instant(ended)
 
 
 def _superseded_record(record: InvocationRecord, trigger: TriggerRecord) -> bool:
     version = int(record.schedule_version) if record.schedule_version is not None else None
-    return superseded(record.kind, record.incarnation, version, record.scheduled_for, trigger)
+    starts_at = record.starts_at or record.scheduled_for
+    return superseded(record.kind, record.incarnation, version, starts_at, trigger)
 
 
 def _stand_down_superseded(deps: Deps, other: InvocationRecord) -> bool:
@@ -352,6 +353,39 @@ def _finish_without_agent(
     return _stopped(state, record.status)
 
 
+def _following(state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> datetime | None:
+    """The occurrence after this one under the schedule it was claimed for, if that one came due.
+
+    Taken from the execution input when the dispatcher put it there (an edit may have replaced the
+    schedule since), else from the trigger's schedule. Once an edit ended the claim's schedule
+    version, an occurrence of it at or after that end never came due.
+    """
+    if state.following is not None:
+        following: datetime | None = parse_instant(state.following)
+    else:
+        following = schedule_of(trigger).next_after(record.scheduled_for)
+    if following is not None and state.schedule_version != int(trigger.schedule_version):
+        ended = (trigger.version_ends or {}).get(str(state.schedule_version))
+        if ended is not None and following >= parse_instant(ended):
+            return None
+    return following
+
+
+def _may_start(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> bool:
+    """The missed-run rule at a run's first attempt; lateness counts from the start the run was given."""
+    schedule = schedule_of(trigger)
+    jitter = int(trigger.jitter_seconds or 0)
+    planned = record.starts_at or record.scheduled_for
+
+    def starts(nominal: datetime) -> datetime:
+        if nominal == record.scheduled_for:
+            return planned
+        return start_of(schedule, trigger.incarnation, jitter, nominal)
+
+    following = _following(state, record, trigger)
+    return may_start(record.scheduled_for, following, deps.now(), int(trigger.catch_up_window_seconds), starts)
+
+
 def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
     """Before the first call: a superseded, missed or overlapping occurrence ends here; else it becomes running.
 
@@ -360,16 +394,7 @@ def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: 
     """
     if _superseded_record(record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "cancelled", SUPERSEDED)
-    now = deps.now()
-    schedule = schedule_of(trigger)
-    jitter = int(trigger.jitter_seconds or 0)
-    if state.kind == "scheduled" and not may_start(
-        schedule,
-        record.scheduled_for,
-        now,
-        int(trigger.catch_up_window_seconds),
-        lambda nominal: start_of(schedule, trigger.incarnation, jitter, nominal),
-    ):
+    if state.kind == "scheduled" and not _may_start(deps, state, record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "skipped", MISSED)
     if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(deps, record, trigger):
         return _finish_without_agent(

@@ -157,6 +157,19 @@ def _stored_instant(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
+def first_unstarted(schedule: Schedule, incarnation: str, jitter_seconds: int, now: datetime) -> datetime | None:
+    """`nextRunAt` of a recurring trigger enabled or re-scheduled at `now`: the first occurrence
+    whose start (instant plus jitter) is still ahead, so an edit during an occurrence's jitter keeps
+    it (its earlier claim stands down, see runner.superseded). A new trigger starts strictly after now."""
+    if jitter_seconds <= 0 or isinstance(schedule, OneTimeSchedule):
+        return first_run(schedule, now, new_run_at=False)
+    with suppress(OverflowError):
+        for nominal in schedule.occurrences_after(now - timedelta(seconds=jitter_seconds + 1)):
+            if start_of(schedule, incarnation, jitter_seconds, nominal) > now:
+                return nominal
+    return None
+
+
 def first_run(schedule: Schedule, now: datetime, *, new_run_at: bool) -> datetime | None:
     """`nextRunAt` of a trigger created, enabled or re-scheduled at `now` (nominal, before jitter).
 
@@ -263,6 +276,12 @@ def _due_fields(deps: Deps, record: TriggerRecord, next_run_at: datetime | None)
         record.due_at = format_instant(next_run_at)
 
 
+def _first(schedule: Schedule, record: TriggerRecord, now: datetime, *, new_run_at: bool) -> datetime | None:
+    if isinstance(schedule, OneTimeSchedule):
+        return first_run(schedule, now, new_run_at=new_run_at)
+    return first_unstarted(schedule, record.incarnation, int(record.jitter_seconds or 0), now)
+
+
 def _recurring_only(inputs: ScheduleInputs, max_runs: int | None) -> None:
     if inputs.run_at is not None and max_runs is not None:
         raise _field_error("maxRuns", "applies only to a recurring schedule (cronExpression or intervalSeconds)")
@@ -366,6 +385,8 @@ def _merged_inputs(record: TriggerRecord, patch: TriggerPatch, now: datetime) ->
     }
     if run_at is not None and record.run_at is None:
         bounds = {name: getattr(patch, name) if name in fields else None for name in BOUND_FIELDS}
+    elif interval is None and record.interval_seconds is not None and "start_at" not in fields:
+        bounds["start_at"] = None  # the interval's anchor is no bound of the schedule that replaces it
     start_at = bounds["start_at"]
     end_at = bounds["end_at"]
     if isinstance(start_at, datetime):
@@ -398,9 +419,22 @@ def _stored_inputs(record: TriggerRecord) -> ScheduleInputs:
     )
 
 
+def _set_max_runs(record: TriggerRecord, max_runs: int | None) -> list[str]:
+    """Set maxRuns in memory; counting starts from zero when it is set on a trigger without one."""
+    names = ["max_runs"]
+    if max_runs is not None and record.max_runs is None:
+        record.runs_started = 0
+        names.append("runs_started")
+    record.max_runs = max_runs
+    return names
+
+
 def _check_runs_left(record: TriggerRecord, max_runs: int | None, *, enabling: bool, max_runs_named: bool) -> None:
-    """maxRuns may not fall to the runs already started; a trigger out of runs is enabled only with more."""
-    started = int(record.runs_started or 0)
+    """maxRuns may not fall to the runs already started; a trigger out of runs is enabled only with more.
+
+    Runs are counted only while maxRuns is set: setting it on a trigger without one counts from zero.
+    """
+    started = int(record.runs_started or 0) if record.max_runs is not None else 0
     if max_runs is None or max_runs > started:
         return
     if max_runs_named:
@@ -475,7 +509,7 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
     schedule = build_schedule(inputs)
     _recurring_only(inputs, max_runs)
     _check_runs_left(record, max_runs, enabling=enabling, max_runs_named="max_runs" in fields)
-    if schedule_changed and enabled:
+    if enabled and (enabling or fields & {*KIND_FIELDS, "start_at", "end_at", "cron_timezone"}):
         _require_an_occurrence(schedule, now)
 
     expected_revision = int(record.revision)
@@ -484,8 +518,7 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
         plain_fields.add("cron_timezone")
     for name in plain_fields:
         setattr(record, name, getattr(patch, name))
-    record.max_runs = max_runs
-    changed = [*sorted(plain_fields), "max_runs", "updated_at", "revision"]
+    changed = [*sorted(plain_fields), *_set_max_runs(record, max_runs), "updated_at", "revision"]
     record.updated_at = now
     record.revision = expected_revision + 1
     if enabling:
@@ -494,9 +527,9 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
         changed += ["paused_reason", "finished_reason"]
     if schedule_changed:
         inputs = ScheduleInputs(**{**inputs.__dict__, "run_at": run_at})
-        changed += _reschedule(
-            deps, record, inputs, jitter, enabled, now, first_run(schedule, now, new_run_at=new_run_at)
-        )
+        record.jitter_seconds = jitter or None
+        first = _first(schedule, record, now, new_run_at=new_run_at)
+        changed += _reschedule(deps, record, inputs, jitter, enabled, now, first)
     if not trigger_store.save_changes(record, changed, expected_revision):
         raise ConflictError(f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry")
     if schedule_changed:
@@ -513,16 +546,20 @@ def delete_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
     trigger_store.delete(record)
 
 
-def upcoming_runs_of(record: TriggerRecord, count: int, now: datetime) -> list[datetime]:
-    """When the next `count` occurrences start (jitter included), within maxRuns' remaining runs."""
+def _upcoming_nominal(record: TriggerRecord, count: int, now: datetime) -> list[datetime]:
+    """The next `count` occurrences that have not run (nominal instants), within maxRuns' remaining runs."""
     first = next_unrun(record, now)
     remaining = runs_remaining(record)
     if remaining is not None:
         count = min(count, remaining)
     if first is None or count < 1:
         return []
-    nominal = [first, *schedule_of(record).next_runs(first, count - 1)]
-    return [start_of_occurrence(record, at) for at in nominal]
+    return [first, *schedule_of(record).next_runs(first, count - 1)]
+
+
+def upcoming_runs_of(record: TriggerRecord, count: int, now: datetime) -> list[datetime]:
+    """When the next `count` occurrences start (jitter included)."""
+    return [start_of_occurrence(record, at) for at in _upcoming_nominal(record, count, now)]
 
 
 def get_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str) -> TriggerDetail:
@@ -573,12 +610,17 @@ def agent_upcoming_runs(deps: Deps, principal: Principal, path: AgentPath, limit
     records = trigger_store.agent_triggers(project_key(path.tenant_id, path.project_id), path.agent_id)
     streams = [
         [
-            UpcomingRun(trigger_id=record.trigger_id, trigger_name=record.name, scheduled_for=at)
-            for at in upcoming_runs_of(record, limit, now)
+            UpcomingRun(
+                trigger_id=record.trigger_id,
+                trigger_name=record.name,
+                scheduled_for=nominal,
+                starts_at=start_of_occurrence(record, nominal),
+            )
+            for nominal in _upcoming_nominal(record, limit, now)
         ]
         for record in records
     ]
-    soonest = merge(*streams, key=lambda run: (run.scheduled_for, run.trigger_id))
+    soonest = merge(*streams, key=lambda run: (run.starts_at, run.trigger_id))
     return UpcomingRuns(data=list(islice(soonest, limit)))
 
 
