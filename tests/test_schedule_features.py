@@ -216,6 +216,14 @@ def claim_all(env: DispatchEnv, until: datetime) -> None:
         dispatcher(env).tick()
 
 
+def run_first_two(env: DispatchEnv, agent: RecordingAgent, trigger_id: str) -> None:
+    """Claim the trigger's first occurrences and run the first two to completion."""
+    claim_all(env, START - timedelta(minutes=8))
+    for run in started_runs(env, trigger_id)[:2]:
+        env.clock.set(datetime.fromisoformat(run.scheduled_for))
+        assert finish(env, agent, prepare(env, run)) == "completed"
+
+
 def test_max_runs_counts_started_runs_once_and_then_finishes_the_trigger(
     env: DispatchEnv, agent: RecordingAgent
 ) -> None:
@@ -260,10 +268,7 @@ def test_two_runs_racing_for_the_last_remaining_run_start_one(env: DispatchEnv, 
 
 def test_an_edit_of_max_runs_below_the_runs_started_is_refused(env: DispatchEnv, agent: RecordingAgent) -> None:
     trigger_id = create(env, cron_expression="* * * * *", max_runs=5)
-    claim_all(env, START - timedelta(minutes=8))
-    for run in started_runs(env, trigger_id)[:2]:
-        env.clock.set(datetime.fromisoformat(run.scheduled_for))
-        assert finish(env, agent, prepare(env, run)) == "completed"
+    run_first_two(env, agent, trigger_id)
     with pytest.raises(Exception, match="more than the 2 scheduled runs already started"):
         update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(max_runs=2))
     assert update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(max_runs=3)).runs_remaining == 1
@@ -356,9 +361,6 @@ def test_lowering_the_jitter_during_an_occurrences_jitter_runs_it_once(env: Disp
 
 def test_max_runs_counts_from_zero_when_it_is_set_again(env: DispatchEnv, agent: RecordingAgent) -> None:
     trigger_id = create(env, cron_expression="* * * * *", max_runs=5)
-    claim_all(env, START - timedelta(minutes=8))
-    for run in started_runs(env, trigger_id)[:2]:
-        env.clock.set(datetime.fromisoformat(run.scheduled_for))
-        assert finish(env, agent, prepare(env, run)) == "completed"
+    run_first_two(env, agent, trigger_id)
     update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(max_runs=None))
     assert update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(max_runs=2)).runs_remaining == 2

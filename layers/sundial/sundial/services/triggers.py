@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from heapq import merge
 from itertools import islice
@@ -276,10 +276,12 @@ def _due_fields(deps: Deps, record: TriggerRecord, next_run_at: datetime | None)
         record.due_at = format_instant(next_run_at)
 
 
-def _first(schedule: Schedule, record: TriggerRecord, now: datetime, *, new_run_at: bool) -> datetime | None:
+def _first(
+    schedule: Schedule, incarnation: str, jitter_seconds: int, now: datetime, *, new_run_at: bool
+) -> datetime | None:
     if isinstance(schedule, OneTimeSchedule):
         return first_run(schedule, now, new_run_at=new_run_at)
-    return first_unstarted(schedule, record.incarnation, int(record.jitter_seconds or 0), now)
+    return first_unstarted(schedule, incarnation, jitter_seconds, now)
 
 
 def _recurring_only(inputs: ScheduleInputs, max_runs: int | None) -> None:
@@ -526,9 +528,8 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
         record.paused_reason = record.finished_reason = None
         changed += ["paused_reason", "finished_reason"]
     if schedule_changed:
-        inputs = ScheduleInputs(**{**inputs.__dict__, "run_at": run_at})
-        record.jitter_seconds = jitter or None
-        first = _first(schedule, record, now, new_run_at=new_run_at)
+        inputs = replace(inputs, run_at=run_at)
+        first = _first(schedule, record.incarnation, jitter, now, new_run_at=new_run_at)
         changed += _reschedule(deps, record, inputs, jitter, enabled, now, first)
     if not trigger_store.save_changes(record, changed, expected_revision):
         raise ConflictError(f"Trigger '{trigger_id}' was changed or deleted concurrently; read it again and retry")
@@ -637,7 +638,7 @@ def preview_schedule(deps: Deps, request: SchedulePreviewRequest) -> SchedulePre
         request.end_at,
     )
     if request.interval_seconds is not None and request.start_at is None:
-        inputs = ScheduleInputs(**{**inputs.__dict__, "start_at": interval_anchor(deps.now())})
+        inputs = replace(inputs, start_at=interval_anchor(deps.now()))
     schedule = build_schedule(inputs)
     _recurring_only(inputs, request.max_runs)
     after = request.after if request.after is not None else deps.now()
