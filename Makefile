@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: help dev test lint typecheck unit e2e soak bench build openapi token invoke clean
+.PHONY: help dev test lint typecheck unit e2e browser soak bench build openapi token invoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -38,9 +38,20 @@ typecheck: $(VENV)/.synced ## mypy
 unit: $(VENV)/.synced ## Every test but the end-to-end ones, in parallel (a file's tests stay on one worker)
 	$(BIN)/pytest -n 2 --dist loadfile -q -m "not e2e"
 
-e2e: $(VENV)/.synced ## Only the end-to-end tests: the local stack as a subprocess, driven over HTTP
-	# Two at a time: each test's stack has its own ports and state folder (the shared one is per worker).
-	$(BIN)/pytest -m e2e -q -n 2 --dist load
+e2e: $(VENV)/.synced browser ## Only the end-to-end tests: the local stack as a subprocess, over HTTP and in Chromium
+	# Two at a time: each test's stack has its own ports and state folder (the shared one is per worker);
+	# the console's scenarios share one stack, so they stay together on one worker.
+	$(BIN)/pytest -m e2e -q -n 2 --dist loadgroup
+
+browser: ## Chromium for the console tests: Debian's package, installed when running as root (as CI does)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the console tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "no Chromium and not root: the console tests will be skipped (install Debian's chromium)"; \
+	fi
 
 soak: $(VENV)/.synced ## The exactly-once model test at length: make soak EXAMPLES=20000 (prints how many ran)
 	# The model's injected faults log errors by the thousand; a soak reports the failing example instead.

@@ -107,6 +107,7 @@ def main() -> int:
         stack.stop()
         return 1
     print(f"Sundial local stack ready on {stack.url}", flush=True)
+    print(f"Console: {stack.url}/console · API docs: {stack.url}/docs", flush=True)
     parent = os.getppid()
     while not stopping.wait(0.5):
         if os.getppid() != parent:

@@ -1,10 +1,12 @@
 """An API Gateway HTTP API stand-in: each request becomes a payload-format-2.0 event for the API function.
 
-Behind the routes of template.yaml (`ANY /{proxy+}` with the JWT authorizer, `GET /openapi.json` without),
-it verifies HS256 bearer tokens and passes the claims on the way API Gateway's JWT authorizer does: every
-value a string, numbers and booleans as text, arrays flattened to `[a b]`. Refusals look like API
-Gateway's own: 401 `{"message":"Unauthorized"}` before the function is called. Like Lambda, it gives the
-function one event at a time (see `ApiGateway`).
+Behind the routes of template.yaml (`ANY /{proxy+}` with the JWT authorizer; `GET /openapi.json`,
+`GET /docs`, and the console's `GET /console` and `GET /console/{asset}` without), it verifies HS256
+bearer tokens and passes the claims on the way API Gateway's JWT authorizer does: every value a string,
+numbers and booleans as text, arrays flattened to `[a b]`. Refusals look like API Gateway's own: 401
+`{"message":"Unauthorized"}` before the function is called. Like Lambda, it gives the function one
+event at a time (see `ApiGateway`). One route exists only here: `POST /console/dev-token` signs
+development tokens for the console's sign-in page, when the stack uses the development secret.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jwt
 
 from sundial_local.config import ACCOUNT
+from sundial_local.token import parse_roles
 
 logger = logging.getLogger(__name__)
 
 Integration = Callable[[dict[str, Any]], dict[str, Any]]
+TokenIssuer = Callable[[str, str, list[str]], str]  # (tenant, sub, roles) → a signed token
 PROXY_ROUTE = "ANY /{proxy+}"
-PUBLIC_ROUTES = frozenset({"GET /openapi.json"})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/console"})
+CONSOLE_ASSET_ROUTE = "GET /console/{asset}"
+PUBLIC_ROUTE_KEYS = (*sorted(f"GET {path}" for path in PUBLIC_PATHS), CONSOLE_ASSET_ROUTE)
+DEV_TOKEN_PATH = "/console/dev-token"
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 API_ID = "local"
 
@@ -72,6 +79,18 @@ def verify_bearer(authorization: str | None, secret: str) -> dict[str, str]:
     return {name: claim_text(value) for name, value in claims.items()}
 
 
+def public_route(method: str, path: str) -> str | None:
+    """The route key of a route that needs no token, as template.yaml declares them; None for the others."""
+    if method != "GET":
+        return None
+    if path in PUBLIC_PATHS:
+        return f"GET {path}"
+    asset = path.removeprefix("/console/")
+    if asset != path and asset and "/" not in asset:
+        return CONSOLE_ASSET_ROUTE
+    return None
+
+
 def _joined(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """Repeated names joined with commas, as API Gateway does for headers and query parameters."""
     joined: dict[str, str] = {}
@@ -94,7 +113,7 @@ def build_event(
     moment = now or datetime.now(UTC)
     split = urlsplit(target)
     path = unquote(split.path) or "/"
-    route_key = f"{method} {path}" if f"{method} {path}" in PUBLIC_ROUTES else PROXY_ROUTE
+    route_key = public_route(method, path) or PROXY_ROUTE
     lowered = [(name.lower(), value) for name, value in headers]
     cookies = [part.strip() for name, value in lowered if name == "cookie" for part in value.split(";")]
     header_map = _joined([(name, value) for name, value in lowered if name != "cookie"])
@@ -134,6 +153,8 @@ def build_event(
         event["queryStringParameters"] = _joined(parse_qsl(split.query, keep_blank_values=True))
     if route_key == PROXY_ROUTE:
         event["pathParameters"] = {"proxy": path.lstrip("/")}
+    elif route_key == CONSOLE_ASSET_ROUTE:
+        event["pathParameters"] = {"asset": path.removeprefix("/console/")}
     if body:
         try:
             event["body"] = body.decode("utf-8")
@@ -207,8 +228,11 @@ class ApiGateway:
     and the emulated AWS behind the function runs in this process under the same GIL anyway.
     """
 
-    def __init__(self, host: str, port: int, secret: str, integration: Integration) -> None:
+    def __init__(
+        self, host: str, port: int, secret: str, integration: Integration, *, dev_tokens: TokenIssuer | None = None
+    ) -> None:
         self._secret = secret
+        self._dev_tokens = dev_tokens
         self._integration = integration
         self._one_event_at_a_time = threading.Lock()
         self._server = _GatewayServer((host, port), _RequestHandler)
@@ -251,8 +275,10 @@ class ApiGateway:
         path = unquote(urlsplit(target).path)
         if path in ("", "/"):
             return _gateway_error(HTTPStatus.NOT_FOUND, "Not Found")
+        if path == DEV_TOKEN_PATH and method == "POST" and self._dev_tokens is not None:
+            return _dev_token(self._dev_tokens, body)
         claims: dict[str, str] | None = None
-        if f"{method} {path}" not in PUBLIC_ROUTES:
+        if public_route(method, path) is None:
             try:
                 claims = verify_bearer(request.headers.get("Authorization"), self._secret)
             except TokenRejectedError as refused:
@@ -293,6 +319,23 @@ def _read_body(request: BaseHTTPRequestHandler) -> bytes | None:
     while request.rfile.readline().strip():
         pass  # trailers
     return b"".join(chunks)
+
+
+def _dev_token(issue: TokenIssuer, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """`{"tenant", "sub", "roles"}` → `{"token"}`: the console's development sign-in (local stack only)."""
+    try:
+        request = json.loads(body or b"{}")
+        tenant, sub, roles = (str(request.get(name, "")).strip() for name in ("tenant", "sub", "roles"))
+        if not tenant or not sub:
+            raise ValueError("tenant and sub are required")
+        token = issue(tenant, sub, parse_roles(roles))
+    except (ValueError, AttributeError) as refused:
+        return _gateway_error(HTTPStatus.BAD_REQUEST, f"No token: {refused}")
+    return (
+        HTTPStatus.OK.value,
+        [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+        json.dumps({"token": token}).encode(),
+    )
 
 
 def _gateway_error(status: HTTPStatus, message: str) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -29,8 +29,9 @@ from sundial.contracts.execution import ExecutionInput
 from sundial_local import state
 from sundial_local.config import ACCOUNT, REGION, LocalConfig
 from sundial_local.demo_agent import DemoAgent
-from sundial_local.gateway import ApiGateway
+from sundial_local.gateway import ApiGateway, TokenIssuer
 from sundial_local.template import ROOT, create_state_machine, create_tables, resource
+from sundial_local.token import issue_token
 
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig
@@ -347,7 +348,12 @@ class ExecutionWatcher:
 
 
 def set_environment(
-    *, moto_port: int | None, agent_run_url: str, agent_run_token: str, state_machine_arn: str = ""
+    *,
+    moto_port: int | None,
+    agent_run_url: str,
+    agent_run_token: str,
+    state_machine_arn: str = "",
+    console_dev_sign_in: bool = False,
 ) -> None:
     """Give the functions their settings and point every AWS client in this process at moto: at the
     server on `moto_port`, or (None) at the in-process mock, which needs no endpoint.
@@ -373,6 +379,7 @@ def set_environment(
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_SERVICE_NAME": "sundial",
             "POWERTOOLS_METRICS_NAMESPACE": "Sundial",
+            "CONSOLE_DEV_SIGN_IN": "true" if console_dev_sign_in else "false",
         }
     )
     if moto_port is not None:
@@ -440,6 +447,7 @@ class LocalStack:
             agent_run_url=agent_url,
             agent_run_token=agent_token,
             state_machine_arn=state_machine_arn,
+            console_dev_sign_in=self.config.uses_dev_secret,
         )
         self._restore(dynamodb)
         persister = self._persister = state.Persister(dynamodb, self.tables, self.config.state_file)
@@ -469,7 +477,8 @@ class LocalStack:
 
     def _bind_gateway(self) -> ApiGateway:
         try:
-            gateway = ApiGateway(HOST, self.config.port, self.config.jwt_secret.get_secret_value(), self._call_api)
+            secret = self.config.jwt_secret.get_secret_value()
+            gateway = ApiGateway(HOST, self.config.port, secret, self._call_api, dev_tokens=self._dev_tokens())
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise port_in_use("PORT", self.config.port) from None
@@ -477,6 +486,14 @@ class LocalStack:
         self._exit.callback(gateway.close)
         self._gateway = gateway
         return gateway
+
+    def _dev_tokens(self) -> TokenIssuer | None:
+        """The console's development sign-in, only while the secret is the public development one: with a
+        secret of your own, tokens come from `make token` or your identity provider, never from a page."""
+        if not self.config.uses_dev_secret:
+            return None
+        secret = self.config.jwt_secret.get_secret_value()
+        return lambda tenant, sub, roles: issue_token(secret, tenant=tenant, sub=sub, roles=roles)
 
     def _start_moto(self) -> int:
         from moto.server import ThreadedMotoServer

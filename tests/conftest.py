@@ -178,7 +178,9 @@ class ApiClient:
             event["body"] = None
         result = api_handler.lambda_handler(event, lambda_context())
         text = result.get("body") or ""
-        return ApiResponse(result["statusCode"], json.loads(text) if text else None, result.get("headers", {}))
+        headers = result.get("headers", {})
+        is_json = "json" in headers.get("Content-Type", "application/json")
+        return ApiResponse(result["statusCode"], (json.loads(text) if is_json else text) if text else None, headers)
 
 
 def function_arn_for(function: str) -> str:

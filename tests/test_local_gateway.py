@@ -176,6 +176,75 @@ def test_the_gateway_refuses_before_calling_the_function(echo: tuple[EchoGateway
     assert [event["routeKey"] for event in recorder.events] == ["GET /openapi.json"]
 
 
+@pytest.mark.parametrize(
+    ("method", "target", "route_key", "path_parameters"),
+    [
+        ("GET", "/docs", "GET /docs", None),
+        ("GET", "/console", "GET /console", None),
+        ("GET", "/console/console.js?v=1", "GET /console/{asset}", {"asset": "console.js"}),
+        ("GET", "/console/a/b.js", "ANY /{proxy+}", {"proxy": "console/a/b.js"}),
+        ("GET", "/console/", "ANY /{proxy+}", {"proxy": "console/"}),
+        ("POST", "/console", "ANY /{proxy+}", {"proxy": "console"}),
+        ("GET", "/docs/x", "ANY /{proxy+}", {"proxy": "docs/x"}),
+    ],
+)
+def test_the_console_and_docs_routes_are_public_as_in_the_template(
+    method: str, target: str, route_key: str, path_parameters: dict[str, str] | None
+) -> None:
+    event = build_event(method=method, target=target, headers=[], body=b"", claims=None, source_ip="::1")
+    assert event["routeKey"] == route_key
+    assert event.get("pathParameters") == path_parameters
+
+
+@pytest.fixture
+def signing_gateway() -> Iterator[tuple[EchoGateway, str]]:
+    recorder = EchoGateway()
+    issue = lambda tenant, sub, roles: issue_token(SECRET, tenant=tenant, sub=sub, roles=roles)  # noqa: E731
+    gateway = ApiGateway("127.0.0.1", 0, SECRET, recorder.integration, dev_tokens=issue)
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    yield recorder, f"http://127.0.0.1:{gateway.port}"
+    gateway.stop_serving()
+    gateway.close()
+
+
+def test_the_development_sign_in_signs_a_token_the_gateway_then_accepts(
+    signing_gateway: tuple[EchoGateway, str],
+) -> None:
+    recorder, url = signing_gateway
+    asked = {"tenant": "acme", "sub": "carol", "roles": "viewer"}
+    response = urllib3.request("POST", f"{url}/console/dev-token", json=asked)
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    token = response.json()["token"]
+    assert verify_bearer(f"Bearer {token}", SECRET)["roles"] == "[viewer]"
+    assert recorder.events == [], "the function is not involved"
+    urllib3.request("GET", f"{url}{BASE}", headers={"Authorization": f"Bearer {token}"})
+    assert recorder.events[0]["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] == "carol"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"[]", b'{"tenant": "acme", "roles": "editor"}', b'{"tenant": "acme", "sub": "a", "roles": "root"}'],
+)
+def test_the_development_sign_in_refuses_what_it_cannot_sign(
+    signing_gateway: tuple[EchoGateway, str], body: bytes
+) -> None:
+    _, url = signing_gateway
+    response = urllib3.request("POST", f"{url}/console/dev-token", body=body)
+    assert response.status == 400
+    assert response.json()["message"].startswith("No token:")
+
+
+def test_without_development_sign_in_the_route_is_an_ordinary_authorized_one(echo: tuple[EchoGateway, str]) -> None:
+    recorder, url = echo
+    response = urllib3.request(
+        "POST", f"{url}/console/dev-token", json={"tenant": "acme", "sub": "x", "roles": "admin"}
+    )
+    assert (response.status, response.json()) == (401, {"message": "Unauthorized"})
+    assert recorder.events == []
+
+
 def test_the_gateway_passes_chunked_bodies_and_writes_the_response(echo: tuple[EchoGateway, str]) -> None:
     recorder, url = echo
     token = issue_token(SECRET, tenant="acme", sub="alice", roles=["editor"])

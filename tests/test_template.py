@@ -18,6 +18,7 @@ from pynamodb.models import Model
 from sundial.settings import Settings
 from sundial.store.records import DUE_INDEX_ATTRIBUTES, InvocationRecord, OpenRegisterRecord, TriggerRecord
 
+from sundial_local import gateway
 from sundial_local.template import load_template, resource
 from tests.api_support import DAILY, WarmAws
 from tests.conftest import BASE, START, ApiClient
@@ -188,7 +189,13 @@ def test_http_api_uses_a_jwt_authorizer_with_issuer_and_audience_parameters(tran
     assert security == {
         ("/{proxy+}", "x-amazon-apigateway-any-method"): [{"JwtAuthorizer": []}],
         ("/openapi.json", "get"): [{"NONE": []}],
+        ("/docs", "get"): [{"NONE": []}],
+        ("/console", "get"): [{"NONE": []}],
+        ("/console/{asset}", "get"): [{"NONE": []}],
     }
+    assert {f"GET {path}" for path, method in security if security[(path, method)] == [{"NONE": []}]} == set(
+        gateway.PUBLIC_ROUTE_KEYS
+    ), "the local gateway opens exactly the routes the template opens"
     for item in body["paths"].values():
         for operation in item.values():
             assert operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"].endswith(
@@ -212,7 +219,7 @@ def test_api_function_is_wired_to_its_handler_and_settings() -> None:
 
 
 def test_api_routes_are_throttled_by_parameters(transformed: dict[str, Any]) -> None:
-    """Every authenticated route by ApiBurstLimit/ApiRateLimit; the public one by its own, lower, pair."""
+    """Every authenticated route by ApiBurstLimit/ApiRateLimit; each public one by its own, lower, pair."""
     parameters = load_template()["Parameters"]
     assert parameters["PublicRateLimit"]["Default"] < parameters["ApiRateLimit"]["Default"]
     (stage,) = resources_of_type(transformed, "AWS::ApiGatewayV2::Stage").values()
@@ -221,12 +228,8 @@ def test_api_routes_are_throttled_by_parameters(transformed: dict[str, Any]) -> 
         "ThrottlingBurstLimit": {"Ref": "ApiBurstLimit"},
         "ThrottlingRateLimit": {"Ref": "ApiRateLimit"},
     }
-    assert settings["RouteSettings"] == {
-        "GET /openapi.json": {
-            "ThrottlingBurstLimit": {"Ref": "PublicBurstLimit"},
-            "ThrottlingRateLimit": {"Ref": "PublicRateLimit"},
-        }
-    }
+    public = {"ThrottlingBurstLimit": {"Ref": "PublicBurstLimit"}, "ThrottlingRateLimit": {"Ref": "PublicRateLimit"}}
+    assert settings["RouteSettings"] == dict.fromkeys(gateway.PUBLIC_ROUTE_KEYS, public)
 
 
 def test_access_logs_record_every_request_without_any_header(transformed: dict[str, Any]) -> None:

@@ -19,8 +19,14 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from sundial.domain.auth import Principal
 from sundial.domain.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 
-# Read without a token (SPEC §3): the API's own description. Every other route needs one.
-PUBLIC_PATHS = frozenset({"/openapi.json"})
+# Read without a token (SPEC §3): the API's own description, its docs page and the console's files
+# (the console signs in by itself). Every other route needs one.
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/console"})
+PUBLIC_PREFIXES = ("/console/",)
+
+
+def is_public(method: str, path: str) -> bool:
+    return method == "GET" and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES))
 
 
 def _path_tenant(path: str) -> str | None:
@@ -54,6 +60,6 @@ def admit(router: BaseRouter) -> Principal:
 
 def gate(app: Any, next_middleware: Callable[[Any], Response[Any]]) -> Response[Any]:
     """Middleware: admit the request, keep the caller in the context for the route, go on."""
-    if app.current_event.path not in PUBLIC_PATHS:
+    if not is_public(app.current_event.http_method, app.current_event.path):
         app.append_context(**{PRINCIPAL: admit(app)})
     return next_middleware(app)

@@ -92,8 +92,16 @@ ROUTES = [
     Route("schedule-preview", "POST", "/schedule-preview", 200, {"cronExpression": "0 9 * * *"}, tenant_scoped=False),
 ]
 TENANT_ROUTES = [route for route in ROUTES if route.tenant_scoped]
-# Served without a token (SPEC §3); everything else the resolver routes needs one.
-PUBLIC_ROUTES = {("GET", "/openapi.json")}
+# Served without a token (SPEC §3): the API's description, its docs page and the console's files;
+# everything else the resolver routes needs one.
+PUBLIC_ROUTES = {
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/console"),
+    ("GET", "/console/console.js"),
+    ("GET", "/console/console.css"),
+    ("GET", "/console/config.json"),
+}
 
 
 def _app_routes() -> set[tuple[str, str]]:

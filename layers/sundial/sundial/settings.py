@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     agent_cancel_url: str = Field("", alias="AGENT_CANCEL_URL")
     # EventBridge bus that gets "Sundial Invocation Finished" events; empty: they are only logged (local).
     run_events_bus: str = Field("", alias="RUN_EVENTS_BUS")
+    # The console's sign-in (SPEC §10): authorization code + PKCE against the JWT issuer when these are
+    # set; pasting a token always works.
+    console_oidc_authorize_url: str = Field("", alias="CONSOLE_OIDC_AUTHORIZE_URL")
+    console_oidc_token_url: str = Field("", alias="CONSOLE_OIDC_TOKEN_URL")
+    console_oidc_client_id: str = Field("", alias="CONSOLE_OIDC_CLIENT_ID")
+    console_oidc_scope: str = Field("openid", alias="CONSOLE_OIDC_SCOPE")
+    # Only the local stack turns this on: its gateway mints development tokens for the console.
+    console_dev_sign_in: bool = Field(False, alias="CONSOLE_DEV_SIGN_IN")
 
 
 @lru_cache(maxsize=1)
