@@ -380,6 +380,7 @@ def set_environment(
             "POWERTOOLS_SERVICE_NAME": "sundial",
             "POWERTOOLS_METRICS_NAMESPACE": "Sundial",
             "CONSOLE_DEV_SIGN_IN": "true" if console_dev_sign_in else "false",
+            "CONSOLE_EXECUTION_LINKS": "false",  # local executions are not in any AWS console
         }
     )
     if moto_port is not None:

@@ -83,7 +83,7 @@ def console_config() -> Response[dict[str, Any]]:
         "rolesClaim": settings.roles_claim,
         "devSignIn": settings.console_dev_sign_in,
         "oidc": oidc,
-        "region": settings.aws_region,
+        "executionLinks": settings.console_execution_links,
     }
     return Response(HTTPStatus.OK, "application/json", body, headers=security_headers(settings))
 

@@ -65,7 +65,7 @@ def test_sign_in_settings_offer_only_a_pasted_token_by_default(api: ApiClient) -
         "rolesClaim": "roles",
         "devSignIn": False,
         "oidc": None,
-        "region": "us-east-1",
+        "executionLinks": True,
     }
 
 

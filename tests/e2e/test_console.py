@@ -480,3 +480,57 @@ def test_the_console_shows_every_page_without_errors_at_full_width(console: Cons
     assert updated["cronExpression"] == "30 8 * * *", "an edit sends only what changed"
     page.goto(f"{console.url}/console#/projects/nothing-here")
     expect(page.get_by_text("No triggers here yet.")).to_be_visible()
+
+
+def test_the_table_pages_filters_by_agent_and_searches_by_name(console: Console, api: Api) -> None:
+    project = "paging"
+    for number in range(21):
+        agent = "other" if number == 20 else "reporter"
+        body = {"id": f"t{number:02d}", "name": f"Report {number:02d}", "cronExpression": NEVER}
+        editor_call(api, "POST", f"/tenants/acme/projects/{project}/agents/{agent}/scheduled-triggers", body, 201)
+    page = console.page
+    console.sign_in(f"#/projects/{project}")
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(20)
+    page.get_by_role("button", name="Next page").click()
+    expect(rows).to_have_count(1)
+    page.get_by_role("button", name="Previous page").click()
+    expect(rows).to_have_count(20)
+
+    page.get_by_label("Agent").fill("other")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Report 20")
+    page.get_by_label("Agent").fill("")
+    page.get_by_label("Search by name").fill("report 1")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(10)
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+
+
+def test_a_deployed_console_links_an_invocation_to_its_execution_and_filters_by_status(
+    console: Console, api: Api
+) -> None:
+    create(api, "linked")
+    run = editor_call(api, "POST", f"{BASE}/linked/run", expect=202)
+    path = f"{BASE}/linked/invocations/{run['invocationId']}"
+    wait_for("the run to finish", lambda: editor_call(api, "GET", path)["status"] == "completed", RUN_SECONDS)
+    page = console.page
+
+    def as_deployed(route: Any) -> None:
+        config = json.loads(route.fetch().text())
+        route.fulfill(json={**config, "executionLinks": True})
+
+    page.route("**/console/config.json", as_deployed)
+    console.sign_in(trigger_route("linked"))
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_text("No invocations match.")).to_be_visible()
+    page.get_by_label("Status").select_option("completed")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("link", name=run["invocationId"]).click()
+    link = page.get_by_role("link", name="Open in Step Functions")
+    arn = run["executionArn"]
+    expect(link).to_have_attribute(
+        "href", f"https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/{arn}"
+    )

@@ -564,9 +564,9 @@ const INVOCATION_FIELDS = [
 ];
 
 function executionLink(arn) {
-  if (!arn || state.config.devSignIn) return shown(arn);
-  const region = arn.split(":")[3] || state.config.region;
-  const href = `https://${region}.console.aws.amazon.com/states/home?region=${enc(region)}#/v2/executions/details/${enc(arn)}`;
+  if (!arn || !state.config.executionLinks) return shown(arn);
+  const region = arn.split(":")[3];
+  const href = `https://${region}.console.aws.amazon.com/states/home?region=${enc(region)}#/v2/executions/details/${arn}`;
   return h("a", { href, target: "_blank", rel: "noopener" }, "Open in Step Functions");
 }
 

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     console_oidc_scope: str = Field("openid", alias="CONSOLE_OIDC_SCOPE")
     # Only the local stack turns this on: its gateway mints development tokens for the console.
     console_dev_sign_in: bool = Field(False, alias="CONSOLE_DEV_SIGN_IN")
+    # The console links each invocation to its execution in the AWS console; the local stack has none.
+    console_execution_links: bool = Field(True, alias="CONSOLE_EXECUTION_LINKS")
 
 
 @lru_cache(maxsize=1)
