@@ -8,9 +8,12 @@ from typing import Any
 
 import api_handler
 import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_schema_validator import validate as validate_instance
 from openapi_spec_validator import validate
+from sundial.contracts import api as contracts
 
-from tests.conftest import ApiClient
+from tests.conftest import BASE, ApiClient
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -114,6 +117,93 @@ def test_bearer_jwt_security_applies_to_every_operation(document: dict[str, Any]
         "description": "Verified by the API Gateway JWT authorizer; claims sub, tenant and roles.",
     }
     assert document["security"] == [{"jwt": []}]
+
+
+def _schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    schemas: dict[str, dict[str, Any]] = document["components"]["schemas"]
+    return schemas
+
+
+def _properties(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (name, prop, schema)
+        for name, model in _schemas(document).items()
+        for prop, schema in model.get("properties", {}).items()
+    ]
+
+
+def _conforms(document: dict[str, Any], instance: Any, schema: dict[str, Any]) -> None:
+    """`instance` is valid for `schema` (formats included); its `$ref`s resolve in the document's components."""
+    validate_instance(
+        instance,
+        {**schema, "components": document["components"]},
+        cls=OAS31Validator,
+        format_checker=OAS31Validator.FORMAT_CHECKER,
+    )
+
+
+def test_every_property_has_a_description_and_an_example(document: dict[str, Any]) -> None:
+    undocumented = [
+        f"{name}.{prop}"
+        for name, prop, schema in _properties(document)
+        if not str(schema.get("description", "")).strip() or not schema.get("examples")
+    ]
+    assert not undocumented
+    assert len(_properties(document)) > 150
+
+
+def test_descriptions_name_the_defaults(document: dict[str, Any]) -> None:
+    for name, prop, schema in _properties(document):
+        if "default" in schema:
+            assert schema["description"].endswith(f"; default {json.dumps(schema['default'])}"), f"{name}.{prop}"
+
+
+def test_every_example_is_valid_for_its_property(document: dict[str, Any]) -> None:
+    for name, prop, schema in _properties(document):
+        for example in schema["examples"]:
+            try:
+                _conforms(document, example, schema)
+            except Exception as error:
+                raise AssertionError(f"{name}.{prop}: {example!r}") from error
+
+
+@pytest.mark.parametrize("name", sorted(json.loads(api_handler.openapi_json())["components"]["schemas"]))
+def test_examples_pass_the_models_validation(document: dict[str, Any], name: str) -> None:
+    """The properties' examples together make a valid object, and so does the schema's own example."""
+    schema = _schemas(document)[name]
+    model = getattr(contracts, name)
+    assembled = {prop: each["examples"][0] for prop, each in schema["properties"].items()}
+    _conforms(document, assembled, schema)
+    model.model_validate(assembled)
+    for example in schema.get("examples", []):
+        _conforms(document, example, schema)
+        model.model_validate(example)
+
+
+def test_request_examples_are_accepted_by_the_api(document: dict[str, Any], api: ApiClient) -> None:
+    """The request bodies' own examples, as the docs page offers them, work as they are."""
+    schemas = _schemas(document)
+    (create,) = schemas["TriggerCreate"]["examples"]
+    (patch,) = schemas["TriggerPatch"]["examples"]
+    (preview,) = schemas["SchedulePreviewRequest"]["examples"]
+
+    created = api.request("POST", BASE, create)
+    assert created.status == 201, created.body
+    changed = api.request("PATCH", f"{BASE}/{created.body['id']}", patch)
+    assert changed.status == 200, changed.body
+    previewed = api.request("POST", "/schedule-preview", preview)
+    assert previewed.status == 200, previewed.body
+    assert len(previewed.body["nextRuns"]) == preview["count"]
+
+
+def test_every_operation_has_a_declared_tag(document: dict[str, Any]) -> None:
+    declared = {tag["name"]: tag.get("description", "") for tag in document["tags"]}
+    assert all(description.strip() for description in declared.values())
+    used = {tag for item in document["paths"].values() for operation in item.values() for tag in operation["tags"]}
+    assert used == set(declared)
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert operation["tags"], f"{method} {path}"
 
 
 def test_served_document_is_the_committed_one() -> None:

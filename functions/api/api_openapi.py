@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from api_json import MAX_BODY_BYTES
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, content_types
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Tag
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from sundial.contracts.api import ID_PATTERN, ErrorResponse
@@ -34,6 +34,14 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     422: "Invalid fields, one entry per field in `details`",
     503: "Step Functions did not accept the run; the invocation is recorded as failed and the request may be repeated",
 }
+# The groups of operations, in the order the docs page lists them.
+TRIGGERS, SCHEDULES, RUNS, INVOCATIONS = "Triggers", "Schedules", "Runs", "Invocations"
+TAGS = (
+    Tag(name=TRIGGERS, description="Create, list, read, change and delete scheduled triggers"),
+    Tag(name=SCHEDULES, description="When triggers run: an agent's upcoming runs, and a preview of any schedule"),
+    Tag(name=RUNS, description="Run a trigger now, re-run a finished invocation, or cancel an unfinished one"),
+    Tag(name=INVOCATIONS, description="Run history: a trigger's or a project's invocations, each with its attempts"),
+)
 READ_ERRORS = (401, 403, 422)
 BODY_ERRORS = (400, 401, 403, 413, 415, 422)
 
@@ -53,6 +61,7 @@ def configure(app: APIGatewayHttpResolver) -> None:
             )
         },
         security=[{"jwt": []}],
+        tags=[*TAGS],
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated
 
-from api_openapi import BASE, READ_ERRORS, CursorParam, IdParam, Limit, responses
+from api_openapi import BASE, INVOCATIONS, READ_ERRORS, RUNS, CursorParam, IdParam, Limit, responses
 from api_request import agent_path, caller, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
@@ -24,6 +24,7 @@ INVOCATION = f"{TRIGGER}/invocations/<invocation_id>"
     status_code=202,
     summary="Run a trigger now",
     operation_id="runTrigger",
+    tags=[RUNS],
     responses=responses(202, "The run was started", 404, 503, *READ_ERRORS),
 )
 def run_now(
@@ -42,6 +43,7 @@ def run_now(
     "/tenants/<tenant_id>/projects/<project_id>/invocations",
     summary="A project's invocations, newest first, deleted triggers' included",
     operation_id="listProjectInvocations",
+    tags=[INVOCATIONS],
     responses=responses(
         200, "One page of invocations (it may hold fewer than limit; follow nextCursor)", 400, *READ_ERRORS
     ),
@@ -66,6 +68,7 @@ def list_project_invocations(
     f"{TRIGGER}/invocations",
     summary="A trigger's invocations, newest first",
     operation_id="listInvocations",
+    tags=[INVOCATIONS],
     responses=responses(200, "One page of invocations", 400, 404, *READ_ERRORS),
 )
 def list_invocations(
@@ -87,6 +90,7 @@ def list_invocations(
     INVOCATION,
     summary="One invocation with its attempts",
     operation_id="getInvocation",
+    tags=[INVOCATIONS],
     responses=responses(200, "The invocation", 404, *READ_ERRORS),
 )
 def get_invocation(
@@ -100,6 +104,7 @@ def get_invocation(
     f"{INVOCATION}/cancel",
     summary="Cancel a pending or running invocation",
     operation_id="cancelInvocation",
+    tags=[RUNS],
     responses=responses(200, "The cancelled invocation", 404, 409, *READ_ERRORS),
 )
 def cancel_invocation(
@@ -114,6 +119,7 @@ def cancel_invocation(
     status_code=202,
     summary="Re-run a finished invocation",
     operation_id="rerunInvocation",
+    tags=[RUNS],
     responses=responses(202, "The re-run was started", 404, 409, 503, *READ_ERRORS),
 )
 def rerun_invocation(

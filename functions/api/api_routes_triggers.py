@@ -5,7 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated
 
-from api_openapi import BASE, BODY_ERRORS, READ_ERRORS, CursorParam, IdParam, Limit, responses
+from api_openapi import BASE, BODY_ERRORS, READ_ERRORS, SCHEDULES, TRIGGERS, CursorParam, IdParam, Limit, responses
 from api_request import agent_path, caller, camel_case_only, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
@@ -31,6 +31,7 @@ router = APIGatewayHttpRouter()
     status_code=201,
     summary="Create a trigger",
     operation_id="createTrigger",
+    tags=[TRIGGERS],
     responses=responses(201, "The created trigger", 409, *BODY_ERRORS),
 )
 def create_trigger(
@@ -46,6 +47,7 @@ def create_trigger(
     BASE,
     summary="List an agent's triggers",
     operation_id="listAgentTriggers",
+    tags=[TRIGGERS],
     responses=responses(200, "One page of the agent's triggers", 400, *READ_ERRORS),
 )
 def list_agent_triggers(
@@ -62,6 +64,7 @@ def list_agent_triggers(
     "/tenants/<tenant_id>/projects/<project_id>/scheduled-triggers",
     summary="List a project's triggers",
     operation_id="listProjectTriggers",
+    tags=[TRIGGERS],
     responses=responses(200, "One page of the project's triggers, by agent then id", 400, *READ_ERRORS),
 )
 def list_project_triggers(
@@ -74,6 +77,7 @@ def list_project_triggers(
     f"{BASE}/upcoming-runs",
     summary="The agent's next occurrences across its enabled triggers",
     operation_id="listUpcomingRuns",
+    tags=[SCHEDULES],
     responses=responses(200, "Occurrences, soonest first", *READ_ERRORS),
 )
 def upcoming_runs(
@@ -90,6 +94,7 @@ def upcoming_runs(
     f"{BASE}/<trigger_id>",
     summary="Get a trigger and its next five occurrences",
     operation_id="getTrigger",
+    tags=[TRIGGERS],
     responses=responses(200, "The trigger with upcomingRuns", 404, *READ_ERRORS),
 )
 def get_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam) -> TriggerDetail:
@@ -101,6 +106,7 @@ def get_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trig
     f"{BASE}/<trigger_id>",
     summary="Change any fields of a trigger",
     operation_id="updateTrigger",
+    tags=[TRIGGERS],
     responses=responses(200, "The changed trigger", 404, 409, *BODY_ERRORS),
 )
 def update_trigger(
@@ -120,6 +126,7 @@ def update_trigger(
     status_code=204,
     summary="Cancel a trigger's open invocations and delete it",
     operation_id="deleteTrigger",
+    tags=[TRIGGERS],
     responses=responses(204, "Deleted", 404, *READ_ERRORS),
 )
 def delete_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam) -> Response[None]:
@@ -132,6 +139,7 @@ def delete_trigger(tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, t
     "/schedule-preview",
     summary="Preview a schedule's next occurrences",
     operation_id="previewSchedule",
+    tags=[SCHEDULES],
     responses=responses(200, "The next occurrences and the schedule in words", *BODY_ERRORS),
 )
 def schedule_preview(body: Annotated[SchedulePreviewRequest, Body()]) -> SchedulePreview:
