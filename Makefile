@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: help dev test lint typecheck unit e2e browser soak bench build openapi token invoke clean
+.PHONY: help dev test lint typecheck unit e2e browser soak migrate bench build openapi token invoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -56,6 +56,9 @@ browser: ## Chromium for the console tests: Debian's package, installed when run
 soak: $(VENV)/.synced ## The exactly-once model test at length: make soak EXAMPLES=20000 (prints how many ran)
 	# The model's injected faults log errors by the thousand; a soak reports the failing example instead.
 	POWERTOOLS_LOG_LEVEL=CRITICAL SUNDIAL_MODEL_EXAMPLES=$(or $(EXAMPLES),20000) $(BIN)/pytest tests/model -q -s -p no:cacheprovider
+
+migrate: $(VENV)/.synced ## Import EventBridge schedules or an export (dry run unless --apply): make migrate ARGS="--help"
+	$(BIN)/python -m sundial_migrate $(ARGS)
 
 bench: $(VENV)/.synced ## Benchmarks; figures printed and written under bench/results/
 	$(BIN)/python -m bench
