@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
+from botocore.exceptions import ClientError
 from sundial.deps import Deps
 from sundial.settings import get_settings
 
@@ -122,15 +123,23 @@ def migrate(
             err.write(f"{error}\n")
             return 2
     report = plan.run(deps, rows, write=args.apply, progress=_progress(err))
+    failed_hand_overs = 0
     if handing_over and cutover_at is not None:
         for item in report.planned:
-            if item.row.schedule is not None and item.action != "refused":
-                item.detail = "; ".join(
-                    filter(None, [item.detail, cutover.hand_over(client, item.row.schedule, cutover_at)])
-                )
+            if item.row.schedule is None or item.action == "refused":
+                continue
+            try:
+                handed = cutover.hand_over(client, item.row.schedule, cutover_at)
+            except ClientError as error:
+                failed_hand_overs += 1
+                handed = f"HAND-OVER FAILED, the source still runs after T: {error}"
+            item.detail = "; ".join(filter(None, [item.detail, handed]))
     _table(report, out)
     if not args.apply:
         out.write("dry run: nothing was written (add --apply to write)\n")
+    if failed_hand_overs:
+        err.write(f"{failed_hand_overs} schedules were not handed over; run the same command again\n")
+        return 1
     return 0
 
 

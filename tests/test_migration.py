@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from sundial.domain.auth import Principal
 from sundial.domain.errors import NotFoundError
 from sundial.domain.schedule import stored_schedule
@@ -428,3 +429,30 @@ def test_help_describes_the_command(capsys: pytest.CaptureFixture[str], stack: S
         migrate(["--help"], deps=stack.deps)
     assert exited.value.code == 0
     assert "Prints the plan" in capsys.readouterr().out
+
+
+def test_a_hand_over_that_fails_is_reported_and_the_command_fails(stack: Stack, scheduler: Any, tmp_path: Path) -> None:
+    add_schedule(scheduler, "hourly", "cron(0 * * * ? *)")
+
+    class Refusing:
+        """The scheduler, except that UpdateSchedule is refused (say, the role may not change schedules)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(scheduler, name)
+
+        def update_schedule(self, **_: Any) -> None:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateSchedule")
+
+    cutover = iso(START + timedelta(hours=1))
+    code, output, err = run_cli(
+        stack, Refusing(), "--apply", "--cutover-at", cutover, "--disable-source", tmp_path=tmp_path
+    )
+    assert code == 1
+    assert "HAND-OVER FAILED" in plan_lines(output)["eventbridge:reports/hourly"][3]
+    assert "run the same command again" in err
+    code, output, _ = run_cli(
+        stack, scheduler, "--apply", "--cutover-at", cutover, "--disable-source", tmp_path=tmp_path
+    )
+    assert code == 0
+    assert plan_lines(output)["eventbridge:reports/hourly"][0] == "unchanged"
+    assert scheduler.get_schedule(Name="hourly", GroupName="reports")["EndDate"] == START + timedelta(hours=1)
