@@ -57,6 +57,24 @@ def token(tenant: str = "acme", sub: str = "alice", roles: tuple[str, ...] = ("e
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def serve_in_background(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A server on a free port of 127.0.0.1, answering on its own thread until `shutdown()`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @dataclass
 class Received:
     body: dict[str, Any]
@@ -91,18 +109,12 @@ class RecordingAgent:
                 if hold is not None:
                     hold.wait(timeout=120)
                 status, reply = (500, {"error": "on purpose"}) if failing else (200, {"conversationId": f"c-{arrived}"})
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, reply)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_background(Handler)
 
     @property
     def url(self) -> str:

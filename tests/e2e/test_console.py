@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -27,7 +27,16 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright
 
 from sundial_local.config import DEV_JWT_SECRET
-from tests.e2e.stack_support import NEVER, ROOT, Api, RecordingAgent, StackProcess, wait_for
+from tests.e2e.stack_support import (
+    NEVER,
+    ROOT,
+    Api,
+    RecordingAgent,
+    StackProcess,
+    send_json,
+    serve_in_background,
+    wait_for,
+)
 
 # One stack serves every scenario here, so they run on one worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("console")]
@@ -103,19 +112,12 @@ class IdentityProvider:
                     status, reply = 200, {"access_token": console_token("bob", ("viewer",)), "token_type": "Bearer"}
                 else:
                     status, reply = 400, {"error": "invalid_grant"}
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Access-Control-Allow-Origin", "*")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, reply, {"Access-Control-Allow-Origin": "*"})
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_background(Handler)
 
     @property
     def url(self) -> str:
