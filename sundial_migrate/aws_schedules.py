@@ -1,7 +1,8 @@
 """EventBridge Scheduler schedules as Sundial trigger fields: converted exactly, or refused with the reason.
 
 No I/O here. What Sundial's schedules cannot say (`L`, `W`, `#`, lists or steps of years, rates under
-a minute) is refused, never approximated. The rules, field by field, are in docs/migration.md.
+a minute, a wall time the clocks skip) is refused, never approximated. The rules, field by field, are
+in docs/migration.md, which also says where the two schedulers' daylight-saving rules differ.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ MAX_RETRIES = 10
 MAX_CATCH_UP_SECONDS = 604_800
 RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86_400, "days": 86_400}
 ONE_SECOND = timedelta(seconds=1)
+FIRST_YEAR, LAST_YEAR = 1970, 2199
+# What `hand_over` appends to a source schedule's description: when, and the state it had before.
+HANDED_OVER = re.compile(r"\s*\[sundial: handed over at (\S+), was (ENABLED|DISABLED)\]$")
+MAX_DESCRIPTION = 512
 
 
 class RefusedError(ValueError):
@@ -110,6 +115,8 @@ def _year_bounds(text: str, zone: ZoneInfo) -> tuple[datetime | None, datetime |
     last = int(match.group(2) or first)
     if first > last:
         raise RefusedError(f"year range '{text}' runs backwards")
+    if first < FIRST_YEAR or last > LAST_YEAR:
+        raise RefusedError(f"year '{text}' is outside AWS's {FIRST_YEAR}-{LAST_YEAR}")
     start = datetime(first, 1, 1, tzinfo=zone)
     end = datetime(last + 1, 1, 1, tzinfo=zone) - ONE_SECOND
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -178,7 +185,10 @@ def _schedule_fields(
             wall = datetime.fromisoformat(body.strip())
         except ValueError:
             raise RefusedError(f"at({body}) is not yyyy-mm-ddThh:mm:ss") from None
-        run_at = wall.replace(tzinfo=ZoneInfo(zone_name)).astimezone(UTC)
+        zone = ZoneInfo(zone_name)
+        run_at = wall.replace(tzinfo=zone).astimezone(UTC)
+        if run_at.astimezone(zone).replace(tzinfo=None) != wall:
+            raise RefusedError(f"at({body}) does not exist in {zone_name} (the clocks skip it)")
         if cutover_at is not None and run_at < cutover_at:
             raise RefusedError(f"at({body}) runs before the cutover, so it stays with EventBridge")
         return {"runAt": _iso(run_at)}
@@ -226,17 +236,64 @@ def _run_policy(schedule: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     return fields
 
 
+@dataclass(frozen=True)
+class HandOver:
+    """A schedule `hand_over` already ended at `at`: its state and description before that."""
+
+    at: datetime
+    state: str
+    description: str
+
+
+def handed_over(schedule: dict[str, Any]) -> HandOver | None:
+    found = HANDED_OVER.search(str(schedule.get("Description") or ""))
+    if found is None:
+        return None
+    at = _aware(found.group(1))
+    if at is None:
+        return None
+    return HandOver(at, found.group(2), str(schedule.get("Description"))[: found.start()])
+
+
+def hand_over_marker(schedule: dict[str, Any], cutover_at: datetime) -> str:
+    """The description that records the hand-over, so later imports read the schedule as it was."""
+    marker = f" [sundial: handed over at {_iso(cutover_at)}, was {schedule.get('State', 'ENABLED')}]"
+    return str(schedule.get("Description") or "")[: MAX_DESCRIPTION - len(marker)] + marker
+
+
+def as_before_hand_over(
+    schedule: dict[str, Any], cutover_at: datetime | None
+) -> tuple[dict[str, Any], datetime | None]:
+    """A handed-over schedule as it was before, with its recorded cutover: importing it again, with or
+    without --cutover-at, then changes nothing (the EndDate and state the hand-over set are not its own)."""
+    record = handed_over(schedule)
+    if record is None:
+        return schedule, cutover_at
+    before = {**schedule, "State": record.state, "Description": record.description}
+    if _aware(before.get("EndDate")) == record.at:
+        before.pop("EndDate")
+    return before, record.at
+
+
 def convert_schedule(schedule: dict[str, Any], cutover_at: datetime | None = None) -> Converted:
     """One GetSchedule answer as trigger fields (no tenant, path or payload: the mapping file gives those)."""
+    schedule, cutover_at = as_before_hand_over(schedule, cutover_at)
     zone_name = str(schedule.get("ScheduleExpressionTimezone") or "UTC")
     try:
         validate_timezone(zone_name)
     except ScheduleError as error:
         raise RefusedError(f"time zone: {error}") from None
     notes: list[str] = []
-    fields = _schedule_fields(schedule, zone_name, cutover_at, notes)
+    try:
+        fields = _schedule_fields(schedule, zone_name, cutover_at, notes)
+        fields.update(_run_policy(schedule, notes))
+    except RefusedError:
+        raise
+    except (ValueError, TypeError, AttributeError) as malformed:
+        raise RefusedError(f"malformed schedule: {malformed}") from None
     if "runAt" not in fields:
         fields["cronTimezone"] = zone_name
-    fields.update(_run_policy(schedule, notes))
     fields["enabled"] = schedule.get("State", "ENABLED") == "ENABLED"
+    if schedule.get("Description"):
+        fields["description"] = schedule["Description"]
     return Converted(fields, notes)

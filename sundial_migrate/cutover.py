@@ -2,14 +2,18 @@
 
 A recurring schedule gets `EndDate = T` ("the date before which it can invoke"), so it fires only
 before T while its Sundial trigger starts at T: no instant runs on both sides, none on neither, and
-nothing has to happen at T itself. A one-time schedule imported (it runs at or after T) is disabled
-at once: it had nothing to fire before T, and EventBridge ignores EndDate for at() schedules.
+nothing has to happen at T itself. A one-time schedule imported (it runs at or after T), or one that
+starts at or after T, is disabled at once: it had nothing to fire before T (and EventBridge ignores
+EndDate for at() schedules). The description records the hand-over and the state before it, so a
+later import reads the schedule as it was and reports it unchanged.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
+from sundial_migrate.aws_schedules import hand_over_marker, handed_over
 
 UPDATABLE = (
     "Description",
@@ -32,12 +36,17 @@ def hand_over(scheduler: Any, schedule: dict[str, Any], cutover_at: datetime) ->
         "Target": schedule["Target"],
         **{name: schedule[name] for name in UPDATABLE if schedule.get(name) is not None},
     }
-    if str(schedule["ScheduleExpression"]).startswith("at("):
+    record = handed_over(schedule)
+    if record is not None:
+        return f"handed over at {record.at:%Y-%m-%dT%H:%M:%SZ} already"
+    start = schedule.get("StartDate")
+    if str(schedule["ScheduleExpression"]).startswith("at(") or (isinstance(start, datetime) and start >= cutover_at):
         request["State"] = "DISABLED"
-        change = "disabled (one-time, runs after the cutover)"
+        change = "disabled (it has nothing to run before the cutover)"
     else:
         end = schedule.get("EndDate")
         request["EndDate"] = min(end, cutover_at) if isinstance(end, datetime) else cutover_at
         change = f"ends before {cutover_at:%Y-%m-%dT%H:%M:%SZ}"
+    request["Description"] = hand_over_marker(schedule, cutover_at)
     scheduler.update_schedule(**request)
     return change

@@ -49,7 +49,7 @@ def _problems(error: ValidationError) -> str:
 
 def _same(current: Any, wanted: Any) -> bool:
     if isinstance(current, datetime) and isinstance(wanted, datetime):
-        return current == wanted
+        return current == wanted.replace(microsecond=0)  # stored to the second, as the API stores them
     return bool(current == wanted)
 
 

@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sundial.contracts.api import ID_PATTERN
+
 from sundial_migrate.aws_schedules import RefusedError, convert_schedule
 
 ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -115,19 +117,30 @@ def schedule_row(schedule: dict[str, Any], mapping: dict[str, Any], cutover_at: 
         raw_input = (schedule.get("Target") or {}).get("Input")
         try:
             target_input = json.loads(raw_input) if raw_input else {}
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise RefusedError("the target's Input is not JSON") from None
         fields = mapped_fields(mapping, target_input)
+        row.path = checked_path(fields)
     except RefusedError as refused:
         row.refused = str(refused)
         return row
-    path = tuple(str(fields.pop(name)) for name in PATH_FIELDS)
-    row.path = (path[0], path[1], path[2])
-    row.body = {"id": trigger_id_for(group, name), "name": name, **converted.fields, **fields}
-    if schedule.get("Description"):
-        row.body["description"] = schedule["Description"]
+    extra = {name: value for name, value in fields.items() if name not in PATH_FIELDS}
+    row.body = {"id": trigger_id_for(group, name), "name": name, **converted.fields, **extra}
     row.notes = converted.notes
     return row
+
+
+def checked_path(values: dict[str, Any]) -> tuple[str, str, str]:
+    """tenantId, projectId and agentId as the API's routes accept them, or the reason they are not."""
+    parts: list[str] = []
+    for name in PATH_FIELDS:
+        value = values.get(name)
+        if value is None:
+            raise RefusedError(f"missing {name}")
+        if not isinstance(value, str) or not re.fullmatch(ID_PATTERN, value):
+            raise RefusedError(f"{name} {value!r} is not an id (1-64 letters, digits, - and _)")
+        parts.append(value)
+    return parts[0], parts[1], parts[2]
 
 
 def eventbridge_rows(
@@ -143,21 +156,25 @@ def eventbridge_rows(
 
 
 def _export_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """A JSON array (or `{"items": [...]}`), else NDJSON: one row per line, each line on its own."""
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".ndjson" or (text.lstrip()[:1] == "{" and "\n{" in text):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield f"{path.name}:{number}", json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield f"{path.name}:{number}", error
+    document: Any = None
+    if path.suffix != ".ndjson":
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            document = None
+    records = document.get("items") if isinstance(document, dict) else document
+    if isinstance(records, list):
+        for number, record in enumerate(records, start=1):
+            yield f"{path.name}[{number}]", record
         return
-    document = json.loads(text)
-    records = document.get("items", document) if isinstance(document, dict) else document
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON array of rows (or NDJSON, one row per line)")
-    for number, record in enumerate(records, start=1):
-        yield f"{path.name}[{number}]", record
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield f"{path.name}:{number}", json.loads(line)
+            except (ValueError, RecursionError) as error:
+                yield f"{path.name}:{number}", ValueError(str(error)[:200])
 
 
 def export_rows(path: Path, cutover_at: datetime | None) -> Iterator[Row]:
@@ -168,10 +185,15 @@ def export_rows(path: Path, cutover_at: datetime | None) -> Iterator[Row]:
             row.refused = f"not JSON: {record}"
         elif not isinstance(record, dict):
             row.refused = "not a JSON object"
-        elif missing := [name for name in (*PATH_FIELDS, "id") if not isinstance(record.get(name), str)]:
+        elif missing := [name for name in (*PATH_FIELDS, "id") if record.get(name) is None]:
             row.refused = f"missing {', '.join(missing)}"
         else:
-            row.path = (record["tenantId"], record["projectId"], record["agentId"])
+            try:
+                row.path = checked_path(record)
+            except RefusedError as refused:
+                row.refused = str(refused)
+                yield row
+                continue
             row.body = {name: record[name] for name in EXPORT_FIELDS if record.get(name) is not None}
             ignored = sorted(set(record) - set(EXPORT_FIELDS) - set(PATH_FIELDS))
             if ignored:

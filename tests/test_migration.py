@@ -456,3 +456,95 @@ def test_a_hand_over_that_fails_is_reported_and_the_command_fails(stack: Stack, 
     assert code == 0
     assert plan_lines(output)["eventbridge:reports/hourly"][0] == "unchanged"
     assert scheduler.get_schedule(Name="hourly", GroupName="reports")["EndDate"] == START + timedelta(hours=1)
+
+
+def test_importing_again_after_the_hand_over_changes_nothing_with_or_without_the_cutover(
+    stack: Stack, scheduler: Any, tmp_path: Path
+) -> None:
+    cutover = START + timedelta(hours=1)
+    add_schedule(scheduler, "hourly", "cron(0 * * * ? *)", Description="Hourly digest")
+    add_schedule(scheduler, "rate-7", "rate(7 minutes)", StartDate=START - timedelta(minutes=3))
+    add_schedule(scheduler, "once", f"at({(cutover + timedelta(hours=2)):%Y-%m-%dT%H:%M:%S})")
+    add_schedule(scheduler, "later", "rate(1 hour)", StartDate=cutover + timedelta(days=4))
+    handing_over = ("--apply", "--cutover-at", iso(cutover), "--disable-source")
+    assert run_cli(stack, scheduler, *handing_over, tmp_path=tmp_path)[0] == 0
+    before = {name: stored(stack, f"reports-{name}") for name in ("hourly", "rate-7", "once", "later")}
+    assert before["hourly"].description == "Hourly digest", "the hand-over's record is not the trigger's"
+    later = scheduler.get_schedule(Name="later", GroupName="reports")
+    assert (later["State"], later.get("EndDate")) == ("DISABLED", None), "no EndDate before its StartDate"
+
+    for again in (handing_over, ("--apply",), ("--apply", "--cutover-at", iso(cutover + timedelta(days=1)))):
+        code, output, _ = run_cli(stack, scheduler, *again, tmp_path=tmp_path)
+        assert code == 0
+        plan = plan_lines(output)
+        assert {name: plan[f"eventbridge:reports/{name}"][0] for name in before} == dict.fromkeys(before, "unchanged")
+    for name, trigger in before.items():
+        now = stored(stack, f"reports-{name}")
+        assert (now.enabled, now.start_at, now.end_at, now.run_at) == (
+            trigger.enabled,
+            trigger.start_at,
+            trigger.end_at,
+            trigger.run_at,
+        ), name
+
+
+@pytest.mark.parametrize(
+    ("target_input", "reason"),
+    [
+        ({"tenant": None, "project": "p", "agent": "a", "payload": {}}, "missing tenantId"),
+        ({"tenant": {"x": 1}, "project": "p", "agent": "a", "payload": {}}, "tenantId {'x': 1} is not an id"),
+        ({"tenant": "acme", "project": 7, "agent": "a", "payload": {}}, "projectId 7 is not an id"),
+        ({"tenant": "acme", "project": "p/q", "agent": "a b", "payload": {}}, "projectId 'p/q' is not an id"),
+    ],
+)
+def test_a_path_the_api_could_not_address_is_refused(
+    stack: Stack, scheduler: Any, tmp_path: Path, target_input: dict[str, Any], reason: str
+) -> None:
+    add_schedule(scheduler, "bad-path", "rate(1 hour)", StartDate=START, target={"Input": json.dumps(target_input)})
+    _, output, _ = run_cli(stack, scheduler, tmp_path=tmp_path)
+    assert plan_lines(output)["eventbridge:reports/bad-path"][3].startswith(reason)
+
+
+def test_rows_that_are_not_json_or_not_ids_are_refused_one_by_one(stack: Stack, tmp_path: Path) -> None:
+    export = tmp_path / "rows.ndjson"
+    lines = [
+        json.dumps(export_row(1)),
+        "9" * 5000,
+        "[" * 100_000,
+        json.dumps(export_row(2, projectId="p/q")),
+        json.dumps(export_row(3, cronExpression=None, runAt="2027-01-01T10:00:00.123Z")),
+    ]
+    export.write_text("\n".join(lines))
+    out = io.StringIO()
+    assert migrate(["export", str(export), "--apply"], deps=stack.deps, out=out, err=io.StringIO()) == 0
+    plan = plan_lines(out.getvalue())
+    assert [plan[f"rows.ndjson:{n}"][0] for n in range(1, 6)] == ["create", "refused", "refused", "refused", "create"]
+    assert "projectId 'p/q' is not an id" in plan["rows.ndjson:4"][3]
+    again = io.StringIO()
+    migrate(["export", str(export)], deps=stack.deps, out=again, err=io.StringIO())
+    assert plan_lines(again.getvalue())["rows.ndjson:5"][0] == "unchanged", "runAt is compared to the second"
+
+
+def test_a_json_array_written_one_row_per_line_is_read_as_json(stack: Stack, tmp_path: Path) -> None:
+    export = tmp_path / "rows.json"
+    export.write_text('{"items": [\n' + ",\n".join(json.dumps(export_row(n)) for n in range(3)) + "\n]}\n")
+    out = io.StringIO()
+    assert migrate(["export", str(export)], deps=stack.deps, out=out, err=io.StringIO()) == 0
+    assert "create 3 · update 0 · unchanged 0 · refused 0" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "reason"),
+    [
+        ({"ScheduleExpression": "cron(0 12 * * ? 9999)"}, "outside AWS's 1970-2199"),
+        (
+            {"ScheduleExpression": "at(2027-03-14T02:30:00)", "ScheduleExpressionTimezone": "America/New_York"},
+            "does not exist in America/New_York",
+        ),
+        ({"ScheduleExpression": "cron(0 9 * * ? *)", "StartDate": "garbage"}, "malformed schedule"),
+        ({"ScheduleExpression": "cron(0 9 * * ? *)", "FlexibleTimeWindow": "x"}, "malformed schedule"),
+    ],
+)
+def test_malformed_or_impossible_schedules_are_refused_not_crashed_on(schedule: dict[str, Any], reason: str) -> None:
+    with pytest.raises(RefusedError, match=re.escape(reason)):
+        convert_schedule(schedule)

@@ -56,6 +56,14 @@ def openapi_document() -> Response[str]:
     return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, openapi_json())
 
 
+# Swagger UI runs inline scripts, so no script policy; it still may not be framed or sniffed.
+DOCS_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 @lru_cache(maxsize=1)
 def docs_page() -> str:
     """Swagger UI over the committed document, its script and styles inlined from powertools (no CDN)."""
@@ -71,7 +79,7 @@ def docs() -> Response[str]:
     """The page; `?format=json` (the URL Swagger UI shows for its document) is the document itself."""
     if app.current_event.get_query_string_value("format") == "json":
         return openapi_document()
-    return Response(HTTPStatus.OK, "text/html; charset=utf-8", docs_page())
+    return Response(HTTPStatus.OK, "text/html; charset=utf-8", docs_page(), headers=DOCS_HEADERS)
 
 
 @entry_point(correlation_paths.API_GATEWAY_HTTP)

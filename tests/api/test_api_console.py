@@ -98,6 +98,8 @@ def test_the_docs_page_is_swagger_ui_over_the_committed_document_with_nothing_fr
     assert page.status == 200
     assert page.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "SwaggerUIBundle(" in page.body
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert not re.search(r"""(?:src|href)\s*=\s*['"]https?://""", page.body), "the page loads nothing from elsewhere"
     committed = json.loads(COMMITTED.read_text(encoding="utf-8"))
     embedded = re.search(r"spec: (\{.*?\n\})\s*,\s*presets:", page.body, re.DOTALL)

@@ -165,7 +165,7 @@ function renderWho() {
   if (!state.claims) { who.replaceChildren(); return; }
   who.replaceChildren(
     h("span", {}, `${state.claims.sub || "?"} · ${tenant()} · ${rolesOf(state.claims).join(", ") || "no role"}`),
-    h("a", { href: "/docs" }, "API docs"),
+    h("a", { href: "/docs", target: "_blank", rel: "noopener" }, "API docs"),
     h("button", { type: "button", onclick: () => signOut("Signed out.") }, "Sign out"),
   );
 }
@@ -419,14 +419,15 @@ function fieldList(object, fields) {
 async function triggerView(project, agent, id) {
   crumbs([tenant(), "#/"], [project, `#/projects/${enc(project)}`], [id]);
   show(h("p", { class: "muted" }, "Loading…"));
+  const view = state.view;
   let trigger;
   try {
     trigger = await api("GET", triggerUrl(project, agent, id));
   } catch (error) {
-    show(alertBox(describeError(error)));
+    if (view === state.view) show(alertBox(describeError(error)));
     return;
   }
-  const view = state.view;
+  if (view !== state.view) return;
   const invocations = h("div", {}, h("p", { class: "muted" }, "Loading invocations…"));
   const actions = h("div", { class: "actions" },
     runNowButton(trigger, () => refreshInvocations()),
@@ -456,8 +457,8 @@ async function triggerView(project, agent, id) {
       trigger.upcomingRuns.length ? h("ol", { id: "upcoming" }, trigger.upcomingRuns.map((at) => h("li", {}, when(at)))) : h("p", { class: "muted" }, "None scheduled.")),
     h("h2", {}, "Invocations"), filter.form, invocations,
     h("h2", {}, "Fields"), h("div", { class: "card" }, fieldList(trigger, DETAIL_FIELDS)));
-  await refreshInvocations();
   every(POLL_MS, () => refreshInvocations());
+  await refreshInvocations();
 }
 
 function invocationFilters(apply) {
@@ -492,17 +493,24 @@ function invocationsTable(trigger, list, refresh) {
     h("tbody", {}, rows)));
 }
 
+// Cancels and reruns on their way, by invocation: polling redraws the buttons, which stay disabled.
+const inFlight = new Set();
+
 function invocationActions(trigger, inv, after) {
   const url = `${triggerUrl(trigger.projectId, trigger.agentId, trigger.id)}/invocations/${enc(inv.id)}`;
   const act = (label, verb) => h("button", {
     type: "button",
     "aria-label": `${label} ${inv.id}`,
+    disabled: inFlight.has(inv.id),
     onclick: async (event) => {
+      if (inFlight.has(inv.id)) return;
+      inFlight.add(inv.id);
       event.currentTarget.disabled = true;
       try {
         const result = await api("POST", `${url}/${verb}`);
         toast(verb === "rerun" ? `Rerun started: ${result.invocationId}` : `Cancelled ${inv.id}`);
       } catch (error) { toast(describeError(error)); }
+      inFlight.delete(inv.id);
       after();
     },
   }, label);
@@ -594,8 +602,8 @@ async function invocationView(project, agent, triggerId, id) {
       h("div", { class: "card" }, fields),
       h("h2", {}, "Attempts"), attemptsTable(inv.attempts));
   }
-  await refresh();
   every(POLL_MS, refresh);
+  await refresh();
 }
 
 function attemptsTable(attempts) {
@@ -688,6 +696,7 @@ function control(name, kind, value, branches) {
 function readControl(form, name, kind) {
   const node = $(`#f-${name}`, form);
   if (kind === "check") return node.checked;
+  if (node.validity && node.validity.badInput) throw new FieldError(name, "is not a number");
   const text = node.value.trim();
   if (text === "") return null;
   if (kind === "number") return /^-?\d+$/.test(text) ? Number(text) : text;
@@ -709,9 +718,14 @@ function kindOf(trigger) {
 
 async function formView(project, agent, id) {
   const editing = Boolean(id);
+  const view = state.view;
   let trigger = { ...DEFAULTS, projectId: project };
   if (editing) {
-    try { trigger = await api("GET", triggerUrl(project, agent, id)); } catch (error) { show(alertBox(describeError(error))); return; }
+    try { trigger = await api("GET", triggerUrl(project, agent, id)); } catch (error) {
+      if (view === state.view) show(alertBox(describeError(error)));
+      return;
+    }
+    if (view !== state.view) return;
   }
   crumbs([tenant(), "#/"], [project, `#/projects/${enc(project)}`], ...(editing ? [[trigger.name, triggerHref(trigger)], ["Edit"]] : [["New trigger"]]));
   let kind = kindOf(trigger);
@@ -790,7 +804,6 @@ async function formView(project, agent, id) {
   }
 
   let previewTicket = 0;
-  const view = state.view;
   async function preview() {
     if (view !== state.view) return;
     const ticket = ++previewTicket;
@@ -903,6 +916,10 @@ function render() {
 }
 
 async function start() {
+  $(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("#main").focus();
+  });
   try {
     const response = await fetch("/console/config.json");
     state.config = await response.json();
