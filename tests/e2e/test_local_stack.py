@@ -11,6 +11,7 @@ import itertools
 import json
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -301,7 +302,10 @@ def test_make_dev_stops_and_saves_on_a_signal_to_make(agent: RecordingAgent, tmp
     api.ok("POST", BASE, {"id": "kept", "name": "Kept", "cronExpression": NEVER}, expect=201)
     assert stack.process is not None
     stack.process.send_signal(signum)
-    stack.process.wait(timeout=60)
+    try:
+        stack.process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"make dev did not stop on {signum!r}; its output:\n{stack.output}") from None
     wait_for("the stack to save and stop", lambda: "saved 2 triggers-table" in stack.output or None, 60)
 
     stack.launch_command = [sys.executable, "-m", "sundial_local"]
