@@ -510,7 +510,7 @@ def test_the_table_pages_filters_by_agent_and_searches_by_name(console: Console,
     expect(page.get_by_role("button", name="Next page")).to_be_disabled()
 
 
-def test_a_deployed_console_links_an_invocation_to_its_execution_and_filters_by_status(
+def test_a_deployed_console_links_an_invocation_to_its_execution_and_filters_by_status_and_time(
     console: Console, api: Api
 ) -> None:
     create(api, "linked")
@@ -529,6 +529,11 @@ def test_a_deployed_console_links_an_invocation_to_its_execution_and_filters_by_
     page.get_by_role("button", name="Apply").click()
     expect(page.get_by_text("No invocations match.")).to_be_visible()
     page.get_by_label("Status").select_option("completed")
+    page.get_by_label("From (UTC)").fill("2099-01-01T00:00")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_text("No invocations match.")).to_be_visible()
+    page.get_by_label("From (UTC)").fill("2026-01-01T00:00")
+    page.get_by_label("To (UTC)").fill("2099-01-01T00:00")
     page.get_by_role("button", name="Apply").click()
     page.get_by_role("link", name=run["invocationId"]).click()
     link = page.get_by_role("link", name="Open in Step Functions")
