@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import parse
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from sundial.contracts.events import EventBridgeEvent
 from sundial.deps import Deps
 from sundial.observability import entry_point, logger, metrics
 from sundial.services.dispatcher import Dispatcher, TickReport
@@ -63,7 +62,7 @@ def emit_metrics(report: TickReport) -> None:
 
 @entry_point(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    tick = parse(event=event, model=EventBridgeModel)
+    tick = EventBridgeEvent.model_validate(event)
     report = dispatcher().tick(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
     emit_metrics(report)
     summary = report.summary()

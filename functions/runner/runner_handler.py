@@ -16,10 +16,9 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import parse
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sundial.adapters.agent_http import AgentClient
+from sundial.contracts.events import EventBridgeEvent
 from sundial.deps import Deps
 from sundial.observability import entry_point, metrics
 from sundial.services import runner, sweep
@@ -35,7 +34,7 @@ METRIC_BY_OUTCOME = {
 }
 
 
-class ExecutionStatusChange(EventBridgeModel):
+class ExecutionStatusChange(EventBridgeEvent):
     """The EventBridge event Step Functions sends when an execution's status changes."""
 
     detail: runner.EndedExecution
@@ -79,7 +78,7 @@ def finalize_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str
 
 @entry_point(correlation_id_path="powertools_json(detail.input).invocationId")
 def execution_ended_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
-    ended = parse(event=event, model=ExecutionStatusChange).detail
+    ended = ExecutionStatusChange.model_validate(event).detail
     closed = runner.close_ended_execution(deps(), ended)
     # Every delivery reports, zero included, so an alarm on runs left open sees a steady series.
     _count("RunsClosedByWatcher", int(closed.closed))
@@ -89,7 +88,7 @@ def execution_ended_handler(event: dict[str, Any], _context: LambdaContext) -> d
 @entry_point(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Every SweepSchedule: close the runs whose execution ended without the watcher hearing of it."""
-    parse(event=event, model=EventBridgeModel)
+    EventBridgeEvent.model_validate(event)
     report = sweep.sweep(deps(), remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
     # Every pass reports, zeros included, so alarms on them see a steady series.
     _count("RunsClosedBySweep", len(report.closed))
