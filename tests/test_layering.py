@@ -16,14 +16,15 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PACKAGE = ROOT / "layers" / "sundial" / "sundial"
 
 
-def lint_imports(package_root: Path) -> subprocess.CompletedProcess[str]:
+def lint_imports(package_root: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """lint-imports on the packages under `package_root`; run from `cwd`, which comes first on the path."""
     environment = {**os.environ, "PYTHONPATH": str(package_root)}
     return subprocess.run(
         [str(LINT_IMPORTS), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
         capture_output=True,
         text=True,
         env=environment,
-        cwd=ROOT,
+        cwd=cwd,
         check=False,
     )
 
@@ -55,6 +56,19 @@ def test_a_broken_rule_fails_the_check(tmp_path: Path, module: str, violation: s
     checked = lint_imports(tmp_path)
 
     assert checked.returncode != 0
+    assert "BROKEN" in checked.stdout, checked.stdout
+
+
+def test_the_migration_reaching_a_table_fails_the_check(tmp_path: Path) -> None:
+    for package in (PACKAGE, ROOT / "sundial_migrate"):
+        shutil.copytree(package, tmp_path / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "sundial_migrate" / "plan.py"
+    target.write_text(target.read_text() + "\nfrom sundial.store import records  # deliberate\n")
+
+    checked = lint_imports(tmp_path, cwd=tmp_path)  # the repository's own sundial_migrate is not in the way
+
+    assert checked.returncode != 0
+    assert "The migration writes through the services" in checked.stdout
     assert "BROKEN" in checked.stdout, checked.stdout
 
 
