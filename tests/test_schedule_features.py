@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from sundial.contracts.api import TriggerPatch
@@ -24,6 +25,7 @@ from sundial.domain.schedule import (
     start_of,
 )
 from sundial.services import runner
+from sundial.services import triggers as trigger_service
 from sundial.services.triggers import get_trigger, update_trigger
 from sundial.store import invocations as invocation_store
 
@@ -320,11 +322,25 @@ def test_a_jittered_occurrence_starts_at_its_offset_under_its_nominal_key(
     assert (invocation.scheduled_for, invocation.starts_at) == (START, expected)
 
 
+def _late_starting_incarnation(schedule: CronSchedule, jitter_seconds: int) -> str:
+    """The first of a fixed list of incarnations whose 15:00 starts more than two minutes late."""
+    for number in itertools.count():
+        incarnation = f"{number:016x}"
+        if start_of(schedule, incarnation, jitter_seconds, START) - START > timedelta(seconds=120):
+            return incarnation
+    raise AssertionError("unreachable")
+
+
 def _claimed_jittered(env: DispatchEnv) -> tuple[str, ExecutionInput, datetime]:
-    """An hourly trigger with up to an hour of jitter, its 15:00 claimed; returns its id, run and start."""
-    trigger_id = create(env, cron_expression="0 * * * *", jitter_seconds=3600, catch_up_window_seconds=0)
-    expected = start_of(CronSchedule.parse("0 * * * *"), stored(trigger_id).incarnation, 3600, START)
-    assert expected - START > timedelta(seconds=120), "this incarnation's offset happens to be short; rerun"
+    """An hourly trigger with up to an hour of jitter, its 15:00 claimed; returns its id, run and start.
+
+    The incarnation is chosen (not drawn at random) so that 15:00 starts well after its instant."""
+    hourly = CronSchedule.parse("0 * * * *")
+    incarnation = _late_starting_incarnation(hourly, 3600)
+    with mock.patch.object(trigger_service.secrets, "token_hex", lambda size: incarnation if size == 8 else "x" * 20):
+        trigger_id = create(env, cron_expression="0 * * * *", jitter_seconds=3600, catch_up_window_seconds=0)
+    assert stored(trigger_id).incarnation == incarnation
+    expected = start_of(hourly, incarnation, 3600, START)
     claim_all(env, START)
     [run] = started_runs(env, trigger_id)
     return trigger_id, run, expected
