@@ -296,7 +296,9 @@ def test_nothing_acknowledged_is_lost_when_the_stack_is_killed(agent: RecordingA
 def test_make_dev_stops_and_saves_on_a_signal_to_make(agent: RecordingAgent, tmp_path: Path, signum: int) -> None:
     """`kill -INT` or `kill -TERM` on the `make dev` process, not only Ctrl-C in its terminal."""
     stack = StackProcess(agent.url, tmp_path)
-    stack.launch_command = ["make", "--no-print-directory", "dev", "PORT=0"]
+    # As from a terminal: a background job of a non-interactive shell (a CI runner's, say) starts with
+    # SIGINT ignored, exec keeps it so, and a make that ignores SIGINT rightly goes on running.
+    stack.launch_command = ["env", "--default-signal=INT", "make", "--no-print-directory", "dev", "PORT=0"]
     stack.start()
     api = Api(stack.url)
     api.ok("POST", BASE, {"id": "kept", "name": "Kept", "cronExpression": NEVER}, expect=201)
