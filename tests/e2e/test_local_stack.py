@@ -307,6 +307,7 @@ def test_make_dev_stops_and_saves_on_a_signal_to_make(agent: RecordingAgent, tmp
     try:
         stack.process.wait(timeout=120)
     except subprocess.TimeoutExpired:
+        stack.process.kill()  # the stack notices its parent is gone, and stops
         raise AssertionError(f"make dev did not stop on {signum!r}; its output:\n{stack.output}") from None
     wait_for("the stack to save and stop", lambda: "saved 2 triggers-table" in stack.output or None, 60)
 
