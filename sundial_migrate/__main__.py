@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import boto3
 from botocore.exceptions import ClientError
 from sundial.deps import Deps
+from sundial.domain.instants import format_instant
 from sundial.settings import get_settings
 
 from sundial_migrate import cutover, plan, sources
@@ -105,7 +106,7 @@ def migrate(
         err.write("--disable-source needs --cutover-at and --apply: the hand-over happens at the cutover instant\n")
         return 2
     if args.apply and cutover_at is not None and cutover_at <= moment:
-        err.write(f"--cutover-at {cutover_at:%Y-%m-%dT%H:%M:%SZ} is not in the future; pick an instant after now\n")
+        err.write(f"--cutover-at {format_instant(cutover_at)} is not in the future; pick an instant after now\n")
         return 2
     rows: Iterable[sources.Row]
     if args.source == "eventbridge":

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sundial.domain.instants import format_instant
 from sundial.domain.schedule import ScheduleError, validate_timezone
 
 WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # AWS numbers them 1-7 from Sunday
@@ -37,10 +38,6 @@ class Converted:
 
     fields: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 AWS_ONLY_TERM = re.compile(r"L|LW|L-\d+|\d+W", re.IGNORECASE)  # last day, weekday nearest, …
@@ -191,7 +188,7 @@ def _schedule_fields(
             raise RefusedError(f"at({body}) does not exist in {zone_name} (the clocks skip it)")
         if cutover_at is not None and run_at < cutover_at:
             raise RefusedError(f"at({body}) runs before the cutover, so it stays with EventBridge")
-        return {"runAt": _iso(run_at)}
+        return {"runAt": format_instant(run_at)}
     if kind == "cron":
         cron, year_start, year_end = convert_cron(body, zone_name)
         start, end = _later(start, year_start), _earlier(end, year_end)
@@ -207,13 +204,17 @@ def _schedule_fields(
             # The same phase, from the first tick at or after the cutover.
             steps = -(-(cutover_at - anchor) // timedelta(seconds=seconds))
             anchor += timedelta(seconds=seconds * steps)
-        return {"intervalSeconds": seconds, "startAt": _iso(anchor), **({"endAt": _iso(end)} if end else {})}
+        return {
+            "intervalSeconds": seconds,
+            "startAt": format_instant(anchor),
+            **({"endAt": format_instant(end)} if end else {}),
+        }
     if cutover_at is not None:
         start = _later(start, cutover_at)
     if start is not None:
-        fields["startAt"] = _iso(start)
+        fields["startAt"] = format_instant(start)
     if end is not None:
-        fields["endAt"] = _iso(end)
+        fields["endAt"] = format_instant(end)
     return fields
 
 
@@ -257,7 +258,7 @@ def handed_over(schedule: dict[str, Any]) -> HandOver | None:
 
 def hand_over_marker(schedule: dict[str, Any], cutover_at: datetime) -> str:
     """The description that records the hand-over, so later imports read the schedule as it was."""
-    marker = f" [sundial: handed over at {_iso(cutover_at)}, was {schedule.get('State', 'ENABLED')}]"
+    marker = f" [sundial: handed over at {format_instant(cutover_at)}, was {schedule.get('State', 'ENABLED')}]"
     return str(schedule.get("Description") or "")[: MAX_DESCRIPTION - len(marker)] + marker
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sundial.domain.instants import format_instant
+
 from sundial_migrate.aws_schedules import hand_over_marker, handed_over
 
 UPDATABLE = (
@@ -38,7 +40,7 @@ def hand_over(scheduler: Any, schedule: dict[str, Any], cutover_at: datetime) ->
     }
     record = handed_over(schedule)
     if record is not None:
-        return f"handed over at {record.at:%Y-%m-%dT%H:%M:%SZ} already"
+        return f"handed over at {format_instant(record.at)} already"
     start = schedule.get("StartDate")
     if str(schedule["ScheduleExpression"]).startswith("at(") or (isinstance(start, datetime) and start >= cutover_at):
         request["State"] = "DISABLED"
@@ -46,7 +48,7 @@ def hand_over(scheduler: Any, schedule: dict[str, Any], cutover_at: datetime) ->
     else:
         end = schedule.get("EndDate")
         request["EndDate"] = min(end, cutover_at) if isinstance(end, datetime) else cutover_at
-        change = f"ends before {cutover_at:%Y-%m-%dT%H:%M:%SZ}"
+        change = f"ends before {format_instant(cutover_at)}"
     request["Description"] = hand_over_marker(schedule, cutover_at)
     scheduler.update_schedule(**request)
     return change

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sundial.contracts.api import ID_PATTERN
+from sundial.domain.instants import format_instant
 
 from sundial_migrate.aws_schedules import RefusedError, convert_schedule
 
@@ -215,4 +216,4 @@ def _cut_over(row: Row, cutover_at: datetime | None) -> None:
         if moment.tzinfo is not None and moment < cutover_at:
             row.refused = "runAt is before the cutover, so it stays with the old system"
     elif "cronExpression" in row.body:
-        row.body["startAt"] = cutover_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        row.body["startAt"] = format_instant(cutover_at)
