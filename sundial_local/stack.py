@@ -135,6 +135,11 @@ def describe_step(step: str, event: dict[str, Any], result: dict[str, Any]) -> t
         return logging.WARNING, f"{prefix}: a runner step failed ({failure}); recorded as failed"
     if outcome == "retry":
         return logging.INFO, f"{prefix}: attempt {number} failed, retrying in {result.get('retryDelaySeconds')} s"
+    if outcome == "waiting":
+        return (
+            logging.INFO,
+            f"{prefix}: waits for the trigger's unfinished run, looks again in {result.get('retryDelaySeconds')} s",
+        )
     if outcome in ("completed", "failed") and number != event.get("attemptNumber"):
         verdict = "succeeded, completed" if outcome == "completed" else "failed, run failed"
         return logging.INFO, f"{prefix}: attempt {number} {verdict}"

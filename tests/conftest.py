@@ -100,6 +100,8 @@ def make_settings(state_machine_arn: str, **overrides: Any) -> Settings:
         "AGENT_RUN_URL": "http://127.0.0.1:9/unused",
         "AGENT_RUN_TOKEN": "test-token",
         "RUN_EVENTS_BUS": TEST_RUN_EVENTS_BUS,
+        # One start at a time: moto's in-memory backends are not thread-safe (tests that fan out serialise it).
+        "BACKFILL_CONCURRENCY": 1,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -32,6 +32,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("patch", TRIGGER): ("200", "TriggerPatch"),
     ("delete", TRIGGER): ("204", None),
     ("post", f"{TRIGGER}/run"): ("202", None),
+    ("post", f"{TRIGGER}/backfill"): ("202", "BackfillRequest"),
     ("get", f"{TRIGGER}/invocations"): ("200", None),
     ("get", INVOCATION): ("200", None),
     ("post", f"{INVOCATION}/cancel"): ("200", None),

@@ -1,16 +1,25 @@
-"""Invocation routes: run now, history, one invocation, cancel and rerun."""
+"""Invocation routes: run now, backfill, history, one invocation, cancel and rerun."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Annotated
 
-from api_openapi import BASE, INVOCATIONS, READ_ERRORS, RUNS, CursorParam, IdParam, Limit, responses
+from api_openapi import BASE, BODY_ERRORS, INVOCATIONS, READ_ERRORS, RUNS, CursorParam, IdParam, Limit, responses
 from api_request import agent_path, caller, deps_of
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from sundial.contracts.api import ID_PATTERN, Invocation, InvocationKind, InvocationPage, InvocationStatus, RunAccepted
+from sundial.contracts.api import (
+    ID_PATTERN,
+    BackfillAccepted,
+    BackfillRequest,
+    Invocation,
+    InvocationKind,
+    InvocationPage,
+    InvocationStatus,
+    RunAccepted,
+)
 from sundial.services import invocations
 from sundial.store.pagination import DEFAULT_PAGE_SIZE
 
@@ -36,6 +45,28 @@ def run_now(
 ) -> Response[RunAccepted]:
     path = agent_path(tenant_id, project_id, agent_id)
     accepted = invocations.run_now(deps_of(router), caller(router), path, trigger_id, idempotency_key)
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)
+
+
+@router.post(
+    f"{TRIGGER}/backfill",
+    status_code=202,
+    summary="Run the schedule's occurrences in a past range",
+    description=(
+        "Runs every occurrence T of the trigger's schedule with from <= T < to, now, as `backfill` invocations "
+        "with scheduledFor T. Each occurrence runs once: posting the same range again answers the same "
+        "invocations and starts none of them again. They obey the overlap policy like scheduled runs, without "
+        "jitter; they do not count toward maxRuns and do not pause the trigger."
+    ),
+    operation_id="backfillTrigger",
+    tags=[RUNS],
+    responses=responses(202, "The runs were started", 404, *BODY_ERRORS),
+)
+def backfill(
+    tenant_id: IdParam, project_id: IdParam, agent_id: IdParam, trigger_id: IdParam, body: BackfillRequest
+) -> Response[BackfillAccepted]:
+    path = agent_path(tenant_id, project_id, agent_id)
+    accepted = invocations.backfill(deps_of(router), caller(router), path, trigger_id, body)
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, accepted)
 
 

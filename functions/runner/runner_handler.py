@@ -27,6 +27,7 @@ from sundial.settings import get_settings
 # Metric counted for each outcome an Attempt step routes on.
 METRIC_BY_OUTCOME = {
     "retry": "RunRetries",
+    "waiting": "RunsWaitingForOverlap",
     "completed": "RunsCompleted",
     "failed": "RunsFailed",
     "cancelled": "RunsCancelled",

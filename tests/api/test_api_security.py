@@ -75,6 +75,8 @@ class Route:
 
 
 TRIGGER = f"{BASE}/{{trigger}}"
+# The daily 09:00 runs of the two days before START (2026-11-24 and 2026-11-25).
+BACKFILL_TWO_DAYS = {"from": "2026-11-24T00:00:00Z", "to": "2026-11-26T00:00:00Z"}
 ROUTES = [
     Route("create", "POST", BASE, 201, {"id": "new", **DAILY}, writes=True),
     Route("list-agent", "GET", BASE, 200),
@@ -89,6 +91,7 @@ ROUTES = [
     Route("get-invocation", "GET", f"{TRIGGER}/invocations/{{pending}}", 200),
     Route("cancel", "POST", f"{TRIGGER}/invocations/{{pending}}/cancel", 200, writes=True),
     Route("rerun", "POST", f"{TRIGGER}/invocations/{{finished}}/rerun", 202, writes=True),
+    Route("backfill", "POST", f"{TRIGGER}/backfill", 202, BACKFILL_TWO_DAYS, writes=True),
     Route("schedule-preview", "POST", "/schedule-preview", 200, {"cronExpression": "0 9 * * *"}, tenant_scoped=False),
 ]
 TENANT_ROUTES = [route for route in ROUTES if route.tenant_scoped]
@@ -314,7 +317,7 @@ def test_a_creator_who_lost_the_editor_role_may_not_change_it(api: ApiClient, se
 
 
 @BY_WHO_MAY_CHANGE_T2
-def test_only_who_may_change_a_trigger_may_run_it_now_or_rerun_it(
+def test_only_who_may_change_a_trigger_may_run_it_now_rerun_or_backfill_it(
     api: ApiClient, stack: Stack, run_as_bob: str, sub: str, roles: str, allowed: bool
 ) -> None:
     """A run executes as the trigger's runAs user (bob): nobody else may set one off (SPEC §8)."""
@@ -322,11 +325,13 @@ def test_only_who_may_change_a_trigger_may_run_it_now_or_rerun_it(
     caller = token_claims(sub, roles)
     run = api.request("POST", f"{run_as_bob}/run", claims=caller, headers={"Idempotency-Key": f"k-{sub}"})
     rerun = api.request("POST", f"{run_as_bob}/invocations/{finished.invocation_id}/rerun", claims=caller)
+    backfill = api.request("POST", f"{run_as_bob}/backfill", BACKFILL_TWO_DAYS, claims=caller)
     if allowed:
-        assert (run.status, rerun.status) == (202, 202), (run.body, rerun.body)
+        assert (run.status, rerun.status, backfill.status) == (202, 202, 202), (run.body, rerun.body, backfill.body)
         return
     assert_error(run, 403, "forbidden")
     assert_error(rerun, 403, "forbidden")
+    assert_error(backfill, 403, "forbidden")
     listed = api.request("GET", f"{run_as_bob}/invocations", claims=token_claims("carol", "[admin]"))
     assert [item["id"] for item in listed.body["data"]] == [finished.invocation_id]
 

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     lookahead_seconds: int = Field(120, ge=0, le=600, alias="DISPATCH_LOOKAHEAD_SECONDS")
     dispatch_concurrency: int = Field(32, ge=1, le=256, alias="DISPATCH_CONCURRENCY")
     dispatch_time_margin_seconds: float = Field(10.0, ge=0, alias="DISPATCH_TIME_MARGIN_SECONDS")
+    # A backfill starts its runs this many at a time, so 1,000 fit well inside the API's time limit.
+    backfill_concurrency: int = Field(8, ge=1, le=64, alias="BACKFILL_CONCURRENCY")
     claim_lease_seconds: int = Field(60, ge=5, le=600, alias="CLAIM_LEASE_SECONDS")
     invocation_retention_days: int = Field(90, ge=1, alias="INVOCATION_RETENTION_DAYS")
     tenant_claim: str = Field("tenant_id", alias="TENANT_CLAIM")

@@ -146,12 +146,12 @@ CatchUpWindow = Annotated[StrictInt, Field(ge=0, le=604800)]
 IntervalSeconds = Annotated[StrictInt, Field(ge=60, le=31_536_000)]
 MaxRuns = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 JitterSeconds = Annotated[StrictInt, Field(ge=0, le=3600)]
-OverlapPolicy = Literal["allow", "skip"]
+OverlapPolicy = Literal["allow", "skip", "buffer_one", "cancel_other"]
 # Why a trigger is finished: its last occurrence is over (a one-time run, or the last before endAt),
 # or it has started maxRuns scheduled runs.
 FinishedReason = Literal["ended", "maxRunsReached"]
 InvocationStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
-InvocationKind = Literal["scheduled", "manual", "rerun"]
+InvocationKind = Literal["scheduled", "manual", "rerun", "backfill"]
 
 
 @dataclass(frozen=True)
@@ -268,8 +268,9 @@ FIELD_DOCS: dict[str, FieldDoc] = {
         900,
     ),
     "overlap_policy": FieldDoc(
-        "A scheduled occurrence due while another invocation of the trigger is unfinished: `allow` runs it, "
-        "`skip` records it as skipped",
+        "A scheduled or backfilled occurrence that starts while another invocation of the trigger is unfinished "
+        "(of any kind): `allow` runs it; `skip` records it as skipped; `buffer_one` makes it wait until the other "
+        "ends, then run (one waits at most; a further one is skipped); `cancel_other` cancels the other, then runs",
         "skip",
     ),
     "pause_on_failure": FieldDoc(
@@ -350,10 +351,15 @@ FIELD_DOCS: dict[str, FieldDoc] = {
         False,
     ),
     "trigger_id": FieldDoc("Id of the trigger", "daily-report"),
-    "kind": FieldDoc("`scheduled` (an occurrence of the schedule), `manual` (run now) or `rerun`", "scheduled"),
+    "kind": FieldDoc(
+        "`scheduled` (an occurrence of the schedule), `manual` (run now), `rerun` or `backfill` (a past "
+        "occurrence run by a backfill request)",
+        "scheduled",
+    ),
     "status": FieldDoc(
         "`pending`, then `running`, then `completed` or `failed`; or `cancelled` (by a user, by deleting the "
-        "trigger, or superseded by an edit) or `skipped` (missed, or overlapPolicy `skip`)",
+        "trigger, superseded by an edit, or by overlapPolicy `cancel_other`) or `skipped` (missed, or by overlapPolicy "
+        "`skip` or `buffer_one`)",
         "completed",
     ),
     "scheduled_for": FieldDoc(
@@ -683,6 +689,43 @@ class UpcomingRuns(ApiModel):
 class RunAccepted(ApiModel):
     invocation_id: str
     execution_arn: str
+
+
+# The most occurrences one backfill request may run (SPEC §3).
+MAX_BACKFILL_OCCURRENCES = 1000
+
+
+class BackfillRequest(ApiModel):
+    """A past range of the trigger's schedule to run: every occurrence T with from <= T < to."""
+
+    field_docs: ClassVar[dict[str, FieldDoc]] = {
+        "from_": FieldDoc("Start of the range (inclusive), ISO-8601 with Z or an offset", "2026-11-30T00:00:00Z"),
+        "to": FieldDoc(
+            "End of the range (exclusive), not in the future; the range may hold at most "
+            f"{MAX_BACKFILL_OCCURRENCES:,} occurrences of the schedule",
+            "2026-12-01T00:00:00Z",
+        ),
+    }
+    example_fields: ClassVar[tuple[str, ...]] = ("from_", "to")
+
+    from_: Instant = Field(alias="from")
+    to: Instant
+
+
+class BackfillAccepted(ApiModel):
+    field_docs: ClassVar[dict[str, FieldDoc]] = {
+        "invocation_ids": FieldDoc(
+            "One `backfill` invocation per occurrence in the range, oldest first; posting the same range again "
+            "answers the same ids",
+            ["20261130T090000Z-0c2f3d1e9a8b7c6d5e4f"],
+        ),
+        "started": FieldDoc(
+            "How many of them this request started; the others had been started by an earlier request", 1
+        ),
+    }
+
+    invocation_ids: list[str]
+    started: int
 
 
 class SchedulePreviewRequest(ApiModel):

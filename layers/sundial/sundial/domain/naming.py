@@ -28,6 +28,15 @@ def scheduled_execution_name(
     return f"s-{_digest(tenant_id, trigger_id, incarnation)}-v{schedule_version}-{compact_instant(at)}"
 
 
+def backfill_execution_name(tenant_id: str, trigger_id: str, incarnation: str, at: datetime) -> str:
+    """The idempotency key of a backfilled occurrence, e.g. `b-<hash>-20261126T150000Z`.
+
+    One per (incarnation, instant) and none per request, so posting a range again finds the runs the
+    first request started; it never collides with the scheduled run of the same instant (`s-…`).
+    """
+    return f"b-{_digest(tenant_id, trigger_id, incarnation)}-{compact_instant(at)}"
+
+
 def invocation_id_for(idempotency_key: str, scheduled_for: datetime) -> str:
     """Time-sortable id derived from the idempotency key: `20261126T150000Z-<hash>`."""
     return f"{compact_instant(scheduled_for)}-{_digest(idempotency_key, length=20)}"

@@ -1,17 +1,22 @@
-"""Invocation use cases behind the HTTP API: history, run-now, rerun and cancel."""
+"""Invocation use cases behind the HTTP API: history, run-now, rerun, backfill and cancel."""
 
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice, takewhile
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sundial.adapters.aws_retry import Backoff
 from sundial.contracts.api import (
+    MAX_BACKFILL_OCCURRENCES,
     AgentPath,
     Attempt,
+    BackfillAccepted,
+    BackfillRequest,
     Invocation,
     InvocationKind,
     InvocationPage,
@@ -30,6 +35,7 @@ from sundial.domain.errors import (
     ValidationFailedError,
 )
 from sundial.domain.instants import compact_instant, format_instant
+from sundial.domain.schedule import schedule_of
 from sundial.services import cancellation, ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
@@ -210,6 +216,24 @@ def _start_manual(
 ) -> RunAccepted:
     """Record a pending invocation, then start its execution; a repeat finds the same execution."""
     name = naming.manual_execution_name(kind, trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
+    record, _ = _record_once(deps, trigger, kind, invocation_id, idempotency_key, name, deps.now(), rerun_of)
+    if not _start(deps, record, name):
+        raise ServiceUnavailableError("The run could not be started: Step Functions did not accept it")
+    assert record.execution_arn is not None
+    return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)
+
+
+def _record_once(
+    deps: Deps,
+    trigger: TriggerRecord,
+    kind: InvocationKind,
+    invocation_id: str,
+    idempotency_key: str,
+    name: str,
+    scheduled_for: datetime,
+    rerun_of: str | None = None,
+) -> tuple[InvocationRecord, bool]:
+    """The invocation a request starts: created pending now (True), or the one an earlier request created."""
     record = invocation_store.new_invocation(
         deps,
         tenant_id=trigger.tenant_id,
@@ -220,13 +244,18 @@ def _start_manual(
         kind=kind,
         invocation_id=invocation_id,
         idempotency_key=idempotency_key,
-        scheduled_for=deps.now(),
+        scheduled_for=scheduled_for,
         ref=trigger.ref,
         execution_name=name,
         rerun_of=rerun_of,
     )
-    if not invocation_store.put_if_absent(deps, record):
-        record = invocation_store.load(trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id)
+    if invocation_store.put_if_absent(deps, record):
+        return record, True
+    return invocation_store.load(trigger.tenant_id, trigger.trigger_id, trigger.incarnation, invocation_id), False
+
+
+def _start(deps: Deps, record: InvocationRecord, name: str) -> bool:
+    """Start the record's execution (a repeat finds the same one); False, with the run failed, when refused."""
     sfn = deps.sfn
     try:
         Backoff().call(
@@ -236,13 +265,15 @@ def _start_manual(
         )
     except sfn.exceptions.ExecutionAlreadyExists:
         pass
-    except (ClientError, BotoCoreError) as error:
+    except (ClientError, BotoCoreError):
         # Nothing will ever run it: do not leave it pending (it would count as an overlapping run). Had
         # the start gone through unanswered, the run finds its record final and stands down.
-        ending.finish(deps, record, "failed", "the run could not be started")
-        raise ServiceUnavailableError("The run could not be started: Step Functions did not accept it") from error
-    assert record.execution_arn is not None
-    return RunAccepted(invocation_id=invocation_id, execution_arn=record.execution_arn)
+        ending.finish(deps, record, "failed", NOT_STARTED)
+        return False
+    return True
+
+
+NOT_STARTED = "the run could not be started"
 
 
 def _new_manual_id(now: datetime) -> str:
@@ -279,3 +310,58 @@ def rerun(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, in
         raise ConflictError(f"Invocation '{invocation_id}' is still {original.status}; only finished ones re-run")
     new_id = _new_manual_id(deps.now())
     return _start_manual(deps, trigger, "rerun", new_id, f"rerun:{new_id}", rerun_of=invocation_id)
+
+
+def backfill(
+    deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, request: BackfillRequest
+) -> BackfillAccepted:
+    """Run every occurrence of the trigger's schedule in [from, to) now, each once (SPEC §3).
+
+    Each occurrence's key comes from the incarnation and the instant alone, so posting the range
+    again (or an overlapping one) answers the runs the first request made and starts none of them
+    twice. The runs obey the overlap policy like scheduled ones; they use no maxRuns and pause nothing.
+    Like run-now it acts as the trigger's runAs user, so it needs the right to change the trigger.
+    """
+    principal.require_tenant(path.tenant_id, "editor")
+    trigger = trigger_store.load(path, trigger_id)
+    principal.require_can_change(trigger.created_by, trigger.run_as_user_id)
+    occurrences = _backfill_range(trigger, request, deps.now())
+
+    def start(moment: datetime) -> tuple[str, bool]:
+        name = naming.backfill_execution_name(trigger.tenant_id, trigger.trigger_id, trigger.incarnation, moment)
+        invocation_id = naming.invocation_id_for(name, moment)
+        record, created = _record_once(deps, trigger, "backfill", invocation_id, name, name, moment)
+        if created:
+            return invocation_id, _start(deps, record, name)
+        if record.status == "pending":
+            _start(deps, record, name)  # the request that made it may have died before starting it
+        return invocation_id, False
+
+    concurrency = deps.settings.backfill_concurrency
+    if concurrency == 1:
+        results = [start(moment) for moment in occurrences]
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
+            results = list(pool.map(start, occurrences))
+    return BackfillAccepted(
+        invocation_ids=[invocation_id for invocation_id, _ in results],
+        started=sum(started for _, started in results),
+    )
+
+
+def _backfill_range(trigger: TriggerRecord, request: BackfillRequest, now: datetime) -> list[datetime]:
+    """The schedule's occurrences in [from, to): a past range, with at least one and at most the limit."""
+    if request.from_ >= request.to:
+        raise ValidationFailedError([FieldProblem(["body", "from"], "must be earlier than 'to'")])
+    if request.to > now:
+        raise ValidationFailedError([FieldProblem(["body", "to"], "must not be in the future")])
+    after = request.from_ - timedelta(microseconds=1)
+    in_range = takewhile(lambda moment: moment < request.to, schedule_of(trigger).occurrences_after(after))
+    inside = list(islice(in_range, MAX_BACKFILL_OCCURRENCES + 1))
+    if len(inside) > MAX_BACKFILL_OCCURRENCES:
+        raise ValidationFailedError(
+            [FieldProblem(["body", "to"], f"the range holds more than {MAX_BACKFILL_OCCURRENCES:,} occurrences")]
+        )
+    if not inside:
+        raise ValidationFailedError([FieldProblem(["body", "from"], "the schedule has no occurrence in [from, to)")])
+    return inside

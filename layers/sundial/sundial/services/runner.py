@@ -8,7 +8,8 @@ may invoke a Task again after a transient Lambda error:
 * `attempt` is keyed by the state's `attemptNumber`: if that attempt is already recorded it
   replays the recorded outcome instead of calling the agent again, so a Lambda-level retry never
   spends one of the trigger's retries. Before calling the agent it notices a cancellation and,
-  before the first call, a superseded claim and the overlap policy.
+  before the first call, a superseded claim and the overlap policy. A run that `buffer_one` makes
+  wait comes back with outcome `waiting`: the state machine waits and calls Attempt again.
 * `finalize` records a run whose step broke (timeout, unhandled error) as failed.
 * `close_ended_execution` (the watcher, outside the state machine) closes the invocation of an
   execution that ended without any of these steps recording it: stopped, timed out, or broken
@@ -30,13 +31,18 @@ from pydantic import Field, Json
 
 from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
 from sundial.contracts.api import InvocationStatus
-from sundial.contracts.execution import ExecutionInput, StateModel
+from sundial.contracts.execution import INSTANT_PATTERN, ExecutionInput, StateModel
 from sundial.deps import Deps
-from sundial.domain.errors import NotFoundError
+from sundial.domain.errors import ConflictError, NotFoundError
 from sundial.domain.instants import format_instant, parse_instant
 from sundial.domain.message import render_message
 from sundial.domain.missed_runs import may_start
-from sundial.domain.retry_policy import DEFAULT_TIMEOUT_SECONDS, TASK_TIMEOUT_MARGIN_SECONDS, retry_delay_seconds
+from sundial.domain.retry_policy import (
+    DEFAULT_TIMEOUT_SECONDS,
+    TASK_TIMEOUT_MARGIN_SECONDS,
+    longest_run,
+    retry_delay_seconds,
+)
 from sundial.domain.schedule import schedule_of, start_of
 from sundial.services import cancellation, ending
 from sundial.store import invocations as invocation_store
@@ -53,8 +59,21 @@ MAX_COUNT_TRIES = 8
 EXECUTION_STOPPED = "execution stopped"
 EXECUTION_TIMED_OUT = "the execution timed out"
 MAX_ERROR_CHARS = 1000
+OVERLAPPED = "another invocation of the trigger was unfinished"
+ALREADY_WAITING = "another invocation of the trigger was unfinished, and another occurrence was waiting for it"
+CANCELLED_BY_LATER = "cancelled by a later occurrence: overlapPolicy cancel_other"
+# The kinds of run the overlap policy applies to; run-now and reruns start whatever else runs.
+OVERLAP_KINDS = frozenset({"scheduled", "backfill"})
+# buffer_one: how often a waiting run looks again (the delay grows from the first to the last), and
+# the longest it waits: longer than any run the API allows lasts, so it never gives up on a live one.
+FIRST_LOOK_SECONDS = 5
+LONGEST_LOOK_SECONDS = 60
+LONGEST_WAIT = longest_run()
+WAITED_TOO_LONG = f"waited {LONGEST_WAIT} for the unfinished invocation of the trigger to end"
 
-Outcome = Literal["pending", "retry", "completed", "failed", "cancelled", "skipped"]
+Outcome = Literal["pending", "retry", "waiting", "completed", "failed", "cancelled", "skipped"]
+# What an attempt's result decides for the run.
+Decision = Literal["retry", "completed", "failed"]
 
 
 class PrepareEvent(StateModel):
@@ -72,6 +91,8 @@ class RunState(ExecutionInput):
     outcome: Outcome = "pending"
     retry_delay_seconds: int | None = None
     failure: dict[str, Any] | None = None
+    # overlapPolicy buffer_one: since when the run has waited for another to end (None: it has not).
+    waiting_since: str | None = Field(None, pattern=INSTANT_PATTERN)
 
     def to_event(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -202,26 +223,62 @@ def _stand_down_superseded(deps: Deps, other: InvocationRecord) -> bool:
     return other.status not in invocation_store.UNFINISHED
 
 
-def _overlaps(deps: Deps, record: InvocationRecord, trigger: TriggerRecord) -> bool:
-    """Whether another invocation of the trigger is unfinished when this occurrence starts (SPEC §5, `skip`).
+def _overlapping(deps: Deps, record: InvocationRecord, trigger: TriggerRecord) -> list[InvocationRecord]:
+    """The trigger's other invocations that are unfinished when this occurrence starts (SPEC §5, overlap).
 
     Read from the incarnation's register by strongly consistent reads, never from the lagging index.
     A running invocation overlaps, and so does a pending run-now or rerun (accepted, about to start).
-    A pending scheduled occurrence overlaps when it is due no later than this one — unless it is a
-    claim superseded by a re-schedule, which is stood down here rather than left to its own Attempt
-    (which may come after this one when both claims are for the same instant). A pending occurrence
-    due later is a claim still waiting for its time and does not overlap.
+    A pending scheduled or backfilled occurrence overlaps when it is due no later than this one —
+    unless it is a claim superseded by a re-schedule, which is stood down here rather than left to its
+    own Attempt (which may come after this one when both claims are for the same instant). A pending
+    occurrence due later is a claim still waiting for its time and does not overlap.
     """
+    found = []
     for other in invocation_store.open_invocations(record.tenant_id, record.trigger_id, record.incarnation):
         if other.invocation_id == record.invocation_id:
             continue
-        if other.status == "running" or other.kind != "scheduled":
-            return True
-        if other.scheduled_for > record.scheduled_for:
-            continue
-        if not (_superseded_record(other, trigger) and _stand_down_superseded(deps, other)):
-            return True
-    return False
+        started_or_manual = other.status == "running" or other.kind not in OVERLAP_KINDS
+        if started_or_manual or (
+            other.scheduled_for <= record.scheduled_for
+            and not (_superseded_record(other, trigger) and _stand_down_superseded(deps, other))
+        ):
+            found.append(other)
+    return found
+
+
+def _apply_overlap_policy(
+    deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord
+) -> RunState | None:
+    """skip, buffer_one or cancel_other, when another invocation is unfinished; None: the run goes ahead."""
+    others = _overlapping(deps, record, trigger)
+    if not others:
+        return None
+    if trigger.overlap_policy == "cancel_other":
+        for other in others:
+            try:
+                cancellation.cancel(deps, other, CANCELLED_BY_LATER)
+            except ConflictError:
+                logger.info("invocation %s ended before %s could cancel it", other.invocation_id, record.invocation_id)
+        return None
+    if trigger.overlap_policy != "buffer_one":
+        return _finish_without_agent(deps, state, record, trigger, "skipped", OVERLAPPED)
+    now = deps.now()
+    since = parse_instant(state.waiting_since) if state.waiting_since is not None else now
+    if now - since > LONGEST_WAIT:
+        return _finish_without_agent(deps, state, record, trigger, "skipped", WAITED_TOO_LONG)
+    if not invocation_store.take_waiting_place(record.trigger_key, record.invocation_id):
+        return _finish_without_agent(deps, state, record, trigger, "skipped", ALREADY_WAITING)
+    return _wait(state, since, now)
+
+
+def _wait(state: RunState, since: datetime, now: datetime) -> RunState:
+    """Wait, then look again: soon at first, then less often the longer the other run lasts."""
+    waited = int((now - since).total_seconds())
+    delay = min(LONGEST_LOOK_SECONDS, FIRST_LOOK_SECONDS + waited // 2)
+    logger.info("run %s waits %s s for the unfinished invocation of its trigger", state.invocation_id, delay)
+    return state.model_copy(
+        update={"outcome": "waiting", "retry_delay_seconds": delay, "waiting_since": format_instant(since)}
+    )
 
 
 def _request(state: RunState, record: InvocationRecord, trigger: TriggerRecord, number: int) -> AgentRequest:
@@ -259,7 +316,7 @@ def _attempt_entry(number: int, started: datetime, ended: datetime, result: Agen
     }
 
 
-def _decide(trigger: TriggerRecord, number: int, outcome: str) -> Outcome:
+def _decide(trigger: TriggerRecord, number: int, outcome: str) -> Decision:
     """Success ends the run; a retryable failure retries while the trigger has retries left."""
     if outcome == AttemptOutcome.SUCCEEDED:
         return "completed"
@@ -268,7 +325,9 @@ def _decide(trigger: TriggerRecord, number: int, outcome: str) -> Outcome:
     return "failed"
 
 
-def _record_attempt(deps: Deps, record: InvocationRecord, entry: dict[str, Any], decision: Outcome) -> InvocationStatus:
+def _record_attempt(
+    deps: Deps, record: InvocationRecord, entry: dict[str, Any], decision: Decision
+) -> InvocationStatus:
     """Store the attempt (and, when the run is over, its final status in the same write).
 
     Returns the invocation's status afterwards: `cancelled` if a cancel landed during the call.
@@ -387,19 +446,21 @@ def _may_start(deps: Deps, state: RunState, record: InvocationRecord, trigger: T
 
 
 def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
-    """Before the first call: a superseded, missed or overlapping occurrence ends here; else it becomes running.
+    """Before the first call: a superseded, missed or overlapping occurrence ends here (or waits, with
+    buffer_one); else it becomes running.
 
     The missed-run rule is checked here, when the run is about to start, because this is where every
     late path ends up: a claim re-driven long after its start failed, a wait resumed after a restart.
     """
     if _superseded_record(record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "cancelled", SUPERSEDED)
-    if state.kind == "scheduled" and not _may_start(deps, state, record, trigger):
+    # A run that waited (buffer_one) was on time when it began to wait; it starts when the other ends.
+    if state.kind == "scheduled" and state.waiting_since is None and not _may_start(deps, state, record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "skipped", MISSED)
-    if state.kind == "scheduled" and trigger.overlap_policy == "skip" and _overlaps(deps, record, trigger):
-        return _finish_without_agent(
-            deps, state, record, trigger, "skipped", "another invocation of the trigger was unfinished"
-        )
+    if state.kind in OVERLAP_KINDS and trigger.overlap_policy != "allow":
+        decided = _apply_overlap_policy(deps, state, record, trigger)
+        if decided is not None:
+            return decided
     if state.kind == "scheduled" and trigger.max_runs is not None:
         return _start_counted(deps, state, record, trigger)
     if not invocation_store.mark_running(record, trigger.ref, deps.now()):

@@ -209,6 +209,50 @@ def open_invocations_in(partition: str) -> list[InvocationRecord]:
     return found
 
 
+# Rounds of compare-and-set on the waiting place when other runs of the trigger contend for it.
+MAX_PLACE_TRIES = 8
+
+
+def take_waiting_place(partition: str, invocation_id: str) -> bool:
+    """Claim the incarnation's one place to wait (overlapPolicy buffer_one); True when this run holds it.
+
+    A compare-and-set on the register: the place is free when no one holds it or its holder is no
+    longer pending (it started, ended or was cancelled); a holder keeps it on every later call. Two
+    runs contending for it cannot both win: each write is conditioned on the holder it read.
+    """
+    for _ in range(MAX_PLACE_TRIES):
+        try:
+            register = OpenRegisterRecord.get(partition, OPEN_REGISTER_KEY, consistent_read=True)
+            holder = register.waiting_id
+        except DoesNotExist:
+            register, holder = OpenRegisterRecord(partition), None
+        if holder == invocation_id:
+            return True
+        if holder is not None and _is_pending(partition, holder):
+            return False
+        unchanged = (
+            OpenRegisterRecord.waiting_id.does_not_exist()
+            if holder is None
+            else OpenRegisterRecord.waiting_id == holder
+        )
+        if _set_holder(register, invocation_id, unchanged):
+            return True
+    raise RuntimeError(f"the waiting place of {partition} kept changing; the step is retried")
+
+
+def _set_holder(register: OpenRegisterRecord, invocation_id: str, unchanged: Any) -> bool:
+    return condition_held(
+        lambda: register.update(actions=[OpenRegisterRecord.waiting_id.set(invocation_id)], condition=unchanged)
+    )
+
+
+def _is_pending(partition: str, invocation_id: str) -> bool:
+    try:
+        return InvocationRecord.get(partition, invocation_id, consistent_read=True).status == "pending"
+    except DoesNotExist:
+        return False
+
+
 def project_history(
     partition: str, low_key: str, high_key: str, start: dict[str, str] | None, batch: int
 ) -> Iterator[InvocationRecord]:

@@ -287,6 +287,8 @@ class OpenRegisterRecord(Model):
     trigger_key = UnicodeAttribute(hash_key=True)
     invocation_id = UnicodeAttribute(range_key=True, default=OPEN_REGISTER_KEY)
     open_ids = UnicodeSetAttribute(null=True)
+    # overlapPolicy buffer_one: the invocation that holds the one place to wait, while it is pending.
+    waiting_id = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
     register_shard = NumberAttribute(null=True)
     registers = RegistersIndex()
