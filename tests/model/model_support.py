@@ -285,7 +285,7 @@ def run_prepare(deps: Deps, execution: Execution) -> None:
     state = runner.prepare(deps, event)
     execution.state = state.to_event()
     execution.phase = "wait"
-    execution.wait_until = execution.scheduled_for
+    execution.wait_until = datetime.fromisoformat((state.starts_at or state.scheduled_for).replace("Z", "+00:00"))
 
 
 def pass_wait(execution: Execution) -> None:
@@ -309,7 +309,7 @@ def run_attempt(deps: Deps, agent: FakeAgent, execution: Execution) -> str:
     finally:
         agent.execution = None
     execution.state = state.to_event()
-    if state.outcome == "retry":
+    if state.outcome in ("retry", "waiting"):
         assert state.retry_delay_seconds is not None
         execution.phase = "backoff"
         execution.wait_until = deps.now() + timedelta(seconds=state.retry_delay_seconds)
@@ -609,6 +609,9 @@ class StoredTrigger:
     next_run_at: datetime | None
     missed_runs_skipped: int
     claim_name: str | None
+    overlap_policy: str
+    runs_started: int
+    max_runs: int | None
 
 
 def stored_trigger(trigger_id: str) -> StoredTrigger | None:
@@ -622,6 +625,9 @@ def stored_trigger(trigger_id: str) -> StoredTrigger | None:
         found.next_run_at,
         int(found.missed_runs_skipped or 0),
         found.claim_name,
+        str(found.overlap_policy),
+        int(found.runs_started or 0),
+        int(found.max_runs) if found.max_runs is not None else None,
     )
 
 
@@ -636,6 +642,7 @@ class StoredInvocation:
     attempts: int
     schedule_version: int | None
     incarnation: str | None  # when the record carries it
+    started: bool  # it went from pending to running (a maxRuns trigger counts it)
 
     @property
     def missed_skip(self) -> bool:
@@ -659,6 +666,7 @@ def stored_invocations() -> list[StoredInvocation]:
                 len(record.attempts or []),
                 int(record.schedule_version) if record.schedule_version is not None else None,
                 getattr(record, "incarnation", None),
+                record.started_at is not None,
             )
         )
     return found

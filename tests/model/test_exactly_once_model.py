@@ -15,7 +15,11 @@ Functions, a fake agent and lagging GSIs (tests/model/model_support.py). After e
 * one-time-finish: a one-time trigger whose run finished is disabled with nextRunAt null;
 * late-dispatch / backlog-replay: a scheduled occurrence reaching the agent after it was dispatched
   later than max(catchUpWindowSeconds, 60 s), or while a later occurrence of its schedule was also missed;
-* overlap-skip: with overlapPolicy skip, no scheduled run starts while another invocation is unfinished;
+* overlap-<policy>: with overlapPolicy skip, buffer_one or cancel_other, no scheduled or backfilled run
+  reaches the agent while another invocation of its trigger is unfinished (cancel_other cancels it first);
+* buffer-one: at most one run of an incarnation waits for another to end;
+* max-runs: a trigger with maxRuns starts at most that many scheduled runs, and counts each started one once;
+* backfill-key: posting a backfill range again answers the invocations the first post made;
 * and at the end of every example, after a settle with faults off (ticks every 30 s for 5 minutes,
   every execution driven to its end): lost-occurrence (every occurrence of every schedule epoch ran,
   or is counted in missedRunsSkipped), ran-superseded, stuck-open.
@@ -84,6 +88,8 @@ SETTLE_SECONDS = 300
 SETTLE_STEP = 30
 SLOTS = ("t0", "t1")
 CRONS = ("* * * * *", "*/5 * * * *")
+POLICIES = ("allow", "skip", "buffer_one", "cancel_other")
+INTERVAL_SECONDS = 120
 TOLERATED_SEEN: Counter[str] = Counter()
 EXAMPLES_RUN = Counter[str]()
 
@@ -97,6 +103,8 @@ class Epoch:
     cron: str | None
     run_at: datetime | None
     end: datetime | None = None
+    interval: int | None = None  # an interval schedule: every `interval` seconds from `anchor`
+    anchor: datetime | None = None
     # Occurrences with an execution started when the epoch was closed by an edit or a delete. An edit
     # re-schedules from "strictly after now" (SPEC §4), so an occurrence no dispatcher had started by
     # then (an outage) is dropped by the SPEC itself; one already started must still run (or be counted).
@@ -108,6 +116,17 @@ class Epoch:
         stop = min(until, self.end - timedelta(seconds=1)) if self.end is not None else until
         if self.run_at is not None:
             return [self.run_at] if self.start < self.run_at <= stop else []
+        if self.interval is not None:
+            assert self.anchor is not None
+            every = timedelta(seconds=self.interval)
+            moment = self.anchor
+            while moment <= self.start:
+                moment += every
+            found = []
+            while moment <= stop:
+                found.append(moment)
+                moment += every
+            return found
         assert self.cron is not None
         step = 1 if self.cron.startswith("* ") else int(self.cron.split()[0].removeprefix("*/"))
         found = []
@@ -125,11 +144,12 @@ class Incarnation:
     incarnation: str
     created_at: datetime
     catch_up: int
-    overlap: str
     epochs: list[Epoch]
     schedule_version: int  # as stored right after the harness's last create/patch
+    max_runs: int | None = None
     deleted_at: datetime | None = None
     keys: dict[str, str] = field(default_factory=dict)  # run-now Idempotency-Key → invocation id
+    backfilled: dict[datetime, str] = field(default_factory=dict)  # backfilled instant → invocation id
 
     @property
     def epoch(self) -> Epoch:
@@ -251,32 +271,61 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             if execution.kind == "scheduled" and execution.incarnation == live.incarnation
         }
 
-    def register(self, trigger_id: str, body: dict[str, Any], catch_up: int, overlap: str) -> None:
+    def register(self, trigger_id: str, catch_up: int, max_runs: int | None) -> None:
         stored = stored_trigger(trigger_id)
         assert stored is not None, "created trigger not stored"
-        epoch = Epoch(
-            self.now(), bool(body.get("enabled", True)), body.get("cronExpression"), _instant(body.get("runAt"))
-        )
         incarnation = Incarnation(
-            trigger_id, stored.incarnation, self.now(), catch_up, overlap, [epoch], stored.schedule_version
+            trigger_id,
+            stored.incarnation,
+            self.now(),
+            catch_up,
+            [self.current_epoch(trigger_id)],
+            stored.schedule_version,
+            max_runs,
         )
         self.incarnations[stored.incarnation] = incarnation
         self.live[trigger_id] = incarnation
+
+    def current_epoch(self, trigger_id: str) -> Epoch:
+        """The schedule the trigger has now, as the API shows it, from now on."""
+        got = self.request("GET", f"{BASE}/{trigger_id}")
+        assert got is not None
+        assert got.status == 200, got
+        shown = got.body
+        return Epoch(
+            self.now(),
+            bool(shown["enabled"]),
+            shown.get("cronExpression"),
+            _instant(shown.get("runAt")),
+            interval=shown.get("intervalSeconds"),
+            anchor=_instant(shown.get("startAt")),
+        )
 
     # ---------------------------------------------------------------------------------------------
     # trigger rules (the HTTP API)
 
     @rule(
         slot=st.sampled_from(SLOTS),
-        schedule=st.sampled_from([*CRONS, "once"]),
+        schedule=st.sampled_from([*CRONS, "once", "interval"]),
         run_in=st.integers(60, 400),
         catch_up=st.sampled_from([0, 3600]),
-        overlap=st.sampled_from(["allow", "skip"]),
+        overlap=st.sampled_from(POLICIES),
         max_retries=st.integers(0, 2),
+        max_runs=st.sampled_from([None, None, 1, 2]),
+        jitter=st.sampled_from([0, 0, 30]),
         crash=st.booleans(),
     )
     def create(
-        self, slot: str, schedule: str, run_in: int, catch_up: int, overlap: str, max_retries: int, crash: bool
+        self,
+        slot: str,
+        schedule: str,
+        run_in: int,
+        catch_up: int,
+        overlap: str,
+        max_retries: int,
+        max_runs: int | None,
+        jitter: int,
+        crash: bool,
     ) -> None:
         body: dict[str, Any] = {
             "id": slot,
@@ -285,11 +334,16 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             "overlapPolicy": overlap,
             "maxRetries": max_retries,
             "retryDelaySeconds": 10,
+            "jitterSeconds": jitter,
         }
         if schedule == "once":
             body["runAt"] = _iso(self.now() + timedelta(seconds=run_in))
+        elif schedule == "interval":
+            body["intervalSeconds"] = INTERVAL_SECONDS
         else:
             body["cronExpression"] = schedule
+        if max_runs is not None and schedule != "once":
+            body["maxRuns"] = max_runs
         exists = slot in self.live
         if crash and not exists:
             self.w.sfn.fault = SfnFault("crash", 1)  # the API Lambda dies in its immediate claim, if it makes one
@@ -302,11 +356,20 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             return
         if response is not None and response.status != 201:
             self.fail("api", f"create answered {response.status} {response.body}")
-        self.register(slot, body, catch_up, overlap)
+        self.register(slot, catch_up, body.get("maxRuns"))
 
     @rule(
         slot=st.sampled_from(SLOTS),
-        change=st.sampled_from(["disable", "enable", *[f"cron:{cron}" for cron in CRONS], "runAt", "maxRetries"]),
+        change=st.sampled_from(
+            [
+                "disable",
+                "enable",
+                *[f"cron:{cron}" for cron in CRONS],
+                "runAt",
+                "maxRetries",
+                *[f"overlap:{policy}" for policy in POLICIES],
+            ]
+        ),
         run_in=st.integers(60, 400),
         crash=st.booleans(),
     )
@@ -321,6 +384,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             body = {"cronExpression": change.removeprefix("cron:")}
         elif change == "runAt":
             body = {"runAt": _iso(self.now() + timedelta(seconds=run_in))}
+        elif change.startswith("overlap:"):
+            body = {"overlapPolicy": change.removeprefix("overlap:")}
         else:
             body = {"maxRetries": 1}
         before = stored_trigger(slot)
@@ -337,6 +402,9 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             epoch = live.epoch
             if epoch.run_at is not None and epoch.run_at <= self.now() and change == "enable":
                 return  # a one-time trigger whose runAt has passed cannot be enabled again: documented
+            out_of_runs = before is not None and before.max_runs is not None and before.runs_started >= before.max_runs
+            if change == "enable" and out_of_runs:
+                return  # out of runs: enabling needs a higher maxRuns in the same PATCH, documented
             self.fail("api", f"patch {body} answered 422 {response.body}")
         if response is not None and response.status != 200:
             self.fail("api", f"patch {body} answered {response.status} {response.body}")
@@ -344,16 +412,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         assert before is not None
         assert after is not None
         if after.schedule_version != before.schedule_version:
-            got = self.request("GET", f"{BASE}/{slot}")
-            assert got is not None
-            assert got.status == 200, got
-            current = got.body
             self.close_epoch(live)
-            live.epochs.append(
-                Epoch(
-                    self.now(), bool(current["enabled"]), current.get("cronExpression"), _instant(current.get("runAt"))
-                )
-            )
+            live.epochs.append(self.current_epoch(slot))
         live.schedule_version = after.schedule_version
 
     @rule(slot=st.sampled_from(SLOTS))
@@ -436,6 +496,27 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             self.invocation_incarnation[response.body["invocationId"]] = self.live[slot].incarnation
         elif not (faulted and response is not None and response.status == 503):
             self.fail("api", f"rerun answered {response}")
+        self.map_invocations()
+
+    @precondition(lambda self: bool(self.live))
+    @rule(
+        slot=st.sampled_from(SLOTS),
+        back=st.sampled_from([120, 600, 3 * 3600]),
+        span=st.sampled_from([60, 300, 1800]),
+    )
+    def backfill(self, slot: str, back: int, span: int) -> None:
+        """Backfill a past range; its instants may overlap what the schedule itself ran, or an earlier backfill."""
+        if slot not in self.live:
+            return
+        start = self.now() - timedelta(seconds=back)
+        end = min(start + timedelta(seconds=span), self.now())
+        response = self.request("POST", f"{BASE}/{slot}/backfill", {"from": _iso(start), "to": _iso(end)})
+        if response is not None and response.status == 422 and "no occurrence" in str(response.body):
+            return
+        if response is None or response.status != 202:
+            self.fail("api", f"backfill answered {response}")
+        for invocation_id in response.body["invocationIds"]:
+            self.invocation_incarnation.setdefault(invocation_id, self.live[slot].incarnation)
         self.map_invocations()
 
     # ---------------------------------------------------------------------------------------------
@@ -558,12 +639,20 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                 f"{live.incarnation if live else None} (execution {execution.name}, "
                 f"started {_iso(execution.started_at)})",
             )
-        if execution.kind != "scheduled" or request.invocation_id in self.first_calls:
+        if request.invocation_id in self.first_calls:
             return
         self.first_calls.add(request.invocation_id)
         incarnation = self.incarnations.get(execution.incarnation or "")
         if incarnation is None:
             return
+        if execution.kind in ("scheduled", "backfill"):
+            self._check_overlap(request, execution, incarnation)
+        if execution.kind == "scheduled":
+            self._check_on_time(request, execution, incarnation, now)
+
+    def _check_on_time(
+        self, request: AgentRequest, execution: Execution, incarnation: Incarnation, now: datetime
+    ) -> None:
         occurrence = execution.scheduled_for
         window = max(incarnation.catch_up, ON_TIME_GRACE)
         dispatched = max(execution.started_at, occurrence)
@@ -586,22 +675,30 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                 )
         if CHECK_STALLED and (now - occurrence).total_seconds() > window:
             self.violation("late-run-stalled", f"occurrence {_iso(occurrence)} reached the agent at {_iso(now)}")
-        if incarnation.overlap == "skip":
-            for other in self.map_invocations():
-                if (
-                    other.trigger_id != request.trigger_id
-                    or other.invocation_id == request.invocation_id
-                    or self.invocation_incarnation.get(other.invocation_id) != incarnation.incarnation
-                ):
-                    continue
-                if other.status == "running" or (
-                    other.status == "pending" and (other.kind != "scheduled" or other.scheduled_for < occurrence)
-                ):
-                    self.violation(
-                        "overlap-skip",
-                        f"scheduled {request.invocation_id} of {request.trigger_id} (overlapPolicy skip) started "
-                        f"while {other.kind} invocation {other.invocation_id} was {other.status}",
-                    )
+
+    def _check_overlap(self, request: AgentRequest, execution: Execution, incarnation: Incarnation) -> None:
+        """skip, buffer_one and cancel_other alike: a run starts only once no other is unfinished."""
+        stored = stored_trigger(request.trigger_id)
+        if stored is None or stored.incarnation != incarnation.incarnation or stored.overlap_policy == "allow":
+            return
+        occurrence = execution.scheduled_for
+        for other in self.map_invocations():
+            if (
+                other.trigger_id != request.trigger_id
+                or other.invocation_id == request.invocation_id
+                or self.invocation_incarnation.get(other.invocation_id) != incarnation.incarnation
+            ):
+                continue
+            if other.status == "running" or (
+                other.status == "pending"
+                and (other.kind not in ("scheduled", "backfill") or other.scheduled_for < occurrence)
+            ):
+                self.violation(
+                    f"overlap-{stored.overlap_policy}",
+                    f"{execution.kind} {request.invocation_id} of {request.trigger_id} (overlapPolicy "
+                    f"{stored.overlap_policy}) started while {other.kind} invocation {other.invocation_id} was "
+                    f"{other.status}",
+                )
 
     # ---------------------------------------------------------------------------------------------
     # invariants
@@ -618,6 +715,9 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         self._check_agent_calls()
         self._check_incarnation_views(invocations)
         self._check_one_time(invocations)
+        self._check_waiting(invocations)
+        self._check_max_runs(invocations)
+        self._check_backfill_keys(invocations)
         if self.violations:
             label, message = self.violations[0]
             self.fail(label, message)
@@ -643,8 +743,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         sequences: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
         for call in self.w.agent.calls:
             key: tuple[Any, ...]
-            if call.kind == "scheduled":
-                key = (call.trigger_id, call.incarnation, call.scheduled_for)
+            if call.kind in ("scheduled", "backfill"):
+                key = (call.trigger_id, call.incarnation, call.kind, call.scheduled_for)
             else:
                 key = (call.invocation_id,)
             sequences[key].append(call)
@@ -703,6 +803,52 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                     f"{slot} (incarnation {live.incarnation}) shows lastRunAt {last} "
                     f"({got.body.get('lastRunStatus')}), which no run of this incarnation has",
                 )
+
+    def _check_waiting(self, invocations: list[StoredInvocation]) -> None:
+        pending = {stored.invocation_id for stored in invocations if stored.status == "pending"}
+        waiting: defaultdict[str, list[str]] = defaultdict(list)
+        for execution in self.executions():
+            state = execution.state or {}
+            if (
+                execution.status == "RUNNING"
+                and state.get("outcome") == "waiting"
+                and execution.invocation_id in pending
+            ):
+                waiting[execution.incarnation or ""].append(execution.invocation_id)
+        for incarnation, ids in waiting.items():
+            if len(ids) > 1:
+                self.violation("buffer-one", f"{len(ids)} runs of incarnation {incarnation} wait at once: {ids}")
+
+    def _check_max_runs(self, invocations: list[StoredInvocation]) -> None:
+        started: Counter[str] = Counter(
+            self.invocation_incarnation.get(stored.invocation_id, "")
+            for stored in invocations
+            if stored.kind == "scheduled" and stored.started
+        )
+        for incarnation in self.incarnations.values():
+            limit = incarnation.max_runs
+            if limit is not None and started[incarnation.incarnation] > limit:
+                self.violation(
+                    "max-runs",
+                    f"{incarnation.trigger_id} (maxRuns {limit}) started {started[incarnation.incarnation]} runs",
+                )
+        for slot, live in self.live.items():
+            stored = stored_trigger(slot)
+            if live.max_runs is not None and stored is not None and stored.runs_started != started[live.incarnation]:
+                self.violation(
+                    "max-runs",
+                    f"{slot} counts {stored.runs_started} started runs, but {started[live.incarnation]} started",
+                )
+
+    def _check_backfill_keys(self, invocations: list[StoredInvocation]) -> None:
+        by_instant: defaultdict[tuple[str, datetime], set[str]] = defaultdict(set)
+        for stored in invocations:
+            if stored.kind == "backfill":
+                owner = self.invocation_incarnation.get(stored.invocation_id, "")
+                by_instant[(owner, stored.scheduled_for)].add(stored.invocation_id)
+        for (owner, instant), ids in by_instant.items():
+            if len(ids) > 1:
+                self.violation("backfill-key", f"{_iso(instant)} of incarnation {owner} backfilled as {sorted(ids)}")
 
     def _check_one_time(self, invocations: list[StoredInvocation]) -> None:
         for slot, live in self.live.items():
@@ -807,6 +953,16 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                 )
         stored_now = stored_trigger(slot)
         assert stored_now is not None
+        if live.max_runs is not None and stored_now.runs_started >= live.max_runs:
+            # Out of runs: the occurrences after the last one started are not due any more (SPEC §4, bounds).
+            last = max(
+                stored.scheduled_for
+                for stored in invocations
+                if stored.kind == "scheduled"
+                and stored.started
+                and self.invocation_incarnation.get(stored.invocation_id) == live.incarnation
+            )
+            expected = {moment for moment in expected if moment <= last}
         skipped = stored_now.missed_runs_skipped
         missing = sorted(expected - accounted)
         surely = [moment for moment in missing if moment <= settled - timedelta(seconds=180)]
