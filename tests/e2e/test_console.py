@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -333,6 +334,45 @@ def test_a_running_run_is_cancelled_then_rerun_from_its_page(console: Console, a
     expect(page.locator("[data-field=rerunOf] a")).to_have_text(first)
     expect(page.locator("[data-field=status]")).to_have_text("completed", timeout=RUN_SECONDS * 1000)
     assert editor_call(api, "GET", f"{BASE}/long-run/invocations/{first}")["status"] == "cancelled"
+
+
+def test_a_backfill_from_the_dialog_runs_each_past_occurrence_once(console: Console, api: Api) -> None:
+    create(api, "catch-up", cronExpression="0 * * * *")
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = hour - timedelta(hours=3, minutes=30), hour - timedelta(minutes=30)
+    page = console.page
+    console.sign_in(trigger_route("catch-up"))
+
+    page.get_by_role("button", name="Backfill").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("From (UTC)").fill(start.strftime("%Y-%m-%dT%H:%M:%S"))
+    dialog.get_by_label("To (UTC)").fill((hour + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S"))
+    console.expect_error(r"status of 422")
+    dialog.get_by_role("button", name="Backfill").click()
+    expect(page.locator("#backfill-to-error")).to_have_text("must not be in the future")
+    assert invocations(api, "catch-up") == [], "a refused range starts nothing"
+
+    dialog.get_by_label("To (UTC)").fill(end.strftime("%Y-%m-%dT%H:%M:%S"))
+    console.shot("backfill")
+    dialog.get_by_role("button", name="Backfill").click()
+    expect(page.locator("#toast")).to_have_text("Backfill: 3 started")
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    rows = page.locator("#invocations tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.filter(has_text="backfill")).to_have_count(3)
+    done = wait_for(
+        "the backfilled runs",
+        lambda: [i for i in invocations(api, "catch-up") if i["status"] == "completed"][2:],
+        RUN_SECONDS,
+    )
+    assert done
+    ran = sorted(item["scheduledFor"] for item in invocations(api, "catch-up"))
+    assert ran == [(hour - timedelta(hours=k)).strftime("%Y-%m-%dT%H:%M:%SZ") for k in (3, 2, 1)]
+
+    page.get_by_role("button", name="Backfill").click()
+    page.get_by_role("dialog").get_by_role("button", name="Backfill").click()
+    expect(page.locator("#toast")).to_have_text("Backfill: 0 started, 3 started before")
+    assert len(invocations(api, "catch-up")) == 3, "posting the range again starts nothing"
 
 
 def test_disable_enable_and_delete_only_after_confirming(console: Console, api: Api) -> None:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class Background:
 
     cron_created: datetime
     flaky_invocation: str
+    jittered_start: datetime  # when the jittered trigger's first run is to start, as the API showed it
+    jittered_nominal: datetime
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,16 @@ def background(api: Api, agent: RecordingAgent) -> Background:
     flaky = {"id": "flaky", "name": "Flaky", "cronExpression": NEVER, "maxRetries": 2, "retryDelaySeconds": 10}
     api.ok("POST", BASE, flaky, expect=201)
     accepted = api.ok("POST", f"{BASE}/flaky/run", expect=202)
-    return Background(created, accepted["invocationId"])
+    nominal = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+    jittered = {
+        "id": "jittered",
+        "name": "Jittered",
+        "intervalSeconds": 3600,
+        "startAt": iso(nominal),
+        "jitterSeconds": 20,
+    }
+    shown = api.ok("POST", BASE, jittered, expect=201)
+    return Background(created, accepted["invocationId"], parse_iso(shown["nextRunAt"]), nominal)
 
 
 def test_one_time_trigger_reaches_the_agent_once_on_time(api: Api, agent: RecordingAgent, stack: StackProcess) -> None:
@@ -106,6 +118,62 @@ def test_one_time_trigger_reaches_the_agent_once_on_time(api: Api, agent: Record
     assert finished["nextRunAt"] is None
     assert f"dispatched one-shot (acme) for {iso(run_at)}" in stack.output
     assert f"run one-shot (acme) for {iso(run_at)}: attempt 1 succeeded, completed" in stack.output
+
+
+def test_a_jittered_run_starts_at_its_offset_under_its_nominal_instant(
+    api: Api, agent: RecordingAgent, background: Background
+) -> None:
+    start, nominal = background.jittered_start, background.jittered_nominal
+    assert nominal <= start < nominal + timedelta(seconds=20), "nextRunAt shows the start, jitter included"
+    (run,) = wait_for("the jittered run", lambda: agent.runs("jittered"), timeout=45)
+    assert start.timestamp() <= run.at <= start.timestamp() + 2, run.at - start.timestamp()
+    assert run.body["scheduledFor"] == iso(nominal)
+    done = api.finished("jittered", run.body["invocationId"], timeout=10)
+    assert (done["scheduledFor"], done["startsAt"], done["status"]) == (iso(nominal), iso(start), "completed")
+
+
+def test_buffer_one_backfill_waits_for_a_running_run_then_runs_and_a_further_one_is_skipped(
+    api: Api, agent: RecordingAgent, stack: StackProcess
+) -> None:
+    """Two backfilled occurrences start while a run-now is running: one waits for it, the other is skipped."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    body = {
+        "id": "buffered",
+        "name": "Buffered",
+        "intervalSeconds": 3600,
+        "startAt": iso(now - timedelta(hours=2, minutes=30)),
+        "overlapPolicy": "buffer_one",
+    }
+    api.ok("POST", BASE, body, expect=201)
+    agent.held["buffered"] = hold = threading.Event()
+    running = api.ok("POST", f"{BASE}/buffered/run", expect=202)["invocationId"]
+    wait_for("the run-now to reach the agent", lambda: agent.runs("buffered"), timeout=15)
+
+    window = {"from": iso(now - timedelta(hours=3)), "to": iso(now - timedelta(hours=1))}
+    accepted = api.ok("POST", f"{BASE}/buffered/backfill", window, expect=202)
+    assert accepted["started"] == 2
+    ids = accepted["invocationIds"]
+
+    def one_skipped() -> list[dict[str, Any]] | None:
+        shown = [api.ok("GET", f"{BASE}/buffered/invocations/{invocation_id}") for invocation_id in ids]
+        return shown if sorted(item["status"] for item in shown) == ["pending", "skipped"] else None
+
+    shown = wait_for("one backfilled run to be skipped", one_skipped, timeout=20)
+    (skipped,) = [item for item in shown if item["status"] == "skipped"]
+    (waiting,) = [item for item in shown if item["status"] == "pending"]
+    assert "another occurrence was waiting" in skipped["error"]
+    wait_for("the wait to be logged", lambda: "waits for the trigger's unfinished run" in stack.output, timeout=10)
+    assert len(agent.runs("buffered")) == 1, "nothing runs beside the running run"
+
+    hold.set()
+    assert api.finished("buffered", running, timeout=15)["status"] == "completed"
+    done = api.finished("buffered", waiting["id"], timeout=90)
+    assert (done["status"], done["kind"]) == ("completed", "backfill")
+    _, second = agent.runs("buffered")
+    assert second.body["invocationId"] == waiting["id"]
+    assert parse_iso(done["startedAt"]) >= parse_iso(
+        api.ok("GET", f"{BASE}/buffered/invocations/{running}")["completedAt"]
+    )
 
 
 def test_run_now_then_rerun(api: Api, agent: RecordingAgent) -> None:

@@ -429,8 +429,10 @@ async function triggerView(project, agent, id) {
   }
   if (view !== state.view) return;
   const invocations = h("div", {}, h("p", { class: "muted" }, "Loading invocations…"));
+  const backfill = backfillDialog(trigger, () => refreshInvocations(true));
   const actions = h("div", { class: "actions" },
     runNowButton(trigger, () => refreshInvocations()),
+    h("button", { type: "button", id: "backfill-open", onclick: () => backfill.open() }, "Backfill"),
     h("a", { class: "button", href: `${triggerHref(trigger)}/edit` }, "Edit"),
     h("button", { type: "button", onclick: () => setEnabled(trigger, !trigger.enabled) }, trigger.enabled ? "Disable" : "Enable"),
     h("button", { type: "button", class: "danger", onclick: () => deleteTrigger(trigger) }, "Delete"));
@@ -456,7 +458,8 @@ async function triggerView(project, agent, id) {
     h("div", { class: "card" }, h("h2", {}, "Next runs"),
       trigger.upcomingRuns.length ? h("ol", { id: "upcoming" }, trigger.upcomingRuns.map((at) => h("li", {}, when(at)))) : h("p", { class: "muted" }, "None scheduled.")),
     h("h2", {}, "Invocations"), filter.form, invocations,
-    h("h2", {}, "Fields"), h("div", { class: "card" }, fieldList(trigger, DETAIL_FIELDS)));
+    h("h2", {}, "Fields"), h("div", { class: "card" }, fieldList(trigger, DETAIL_FIELDS)),
+    backfill.dialog);
   every(POLL_MS, () => refreshInvocations());
   await refreshInvocations();
 }
@@ -474,11 +477,52 @@ function invocationFilters(apply) {
     if ($("#inv-status", form).value) out.status = $("#inv-status", form).value;
     for (const name of ["from", "to"]) {
       const value = $(`#inv-${name}`, form).value;
-      if (value) out[name] = `${value.length === 16 ? `${value}:00` : value}Z`;
+      if (value) out[name] = utcInstant(value);
     }
     return out;
   };
   return { form, values };
+}
+
+// A datetime-local value read as UTC, as the API takes instants.
+const utcInstant = (value) => `${value.length === 16 ? `${value}:00` : value}Z`;
+
+// Runs the schedule's occurrences in a past range [from, to); the API runs each instant once, so
+// posting a range again starts nothing new, and the answer says how many this post started.
+function backfillDialog(trigger, after) {
+  const from = h("input", { id: "backfill-from", type: "datetime-local", step: "1", required: true });
+  const to = h("input", { id: "backfill-to", type: "datetime-local", step: "1", required: true });
+  const problem = h("div", { id: "backfill-problem" });
+  const submit = h("button", { type: "submit", class: "primary", id: "backfill-submit" }, "Backfill");
+  const dialog = h("dialog", { id: "backfill", "aria-labelledby": "backfill-title" });
+  const form = h("form", {},
+    h("h2", { id: "backfill-title" }, `Backfill ${trigger.name}`),
+    h("p", {}, "Runs every occurrence of the schedule from From (inclusive) to To (exclusive, not in the future), now: at most 1,000. An occurrence backfilled before is not run again."),
+    field("backfill-from", "From (UTC)", from), field("backfill-to", "To (UTC)", to), problem,
+    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => dialog.close() }, "Close"), submit));
+  dialog.append(form);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (submit.disabled) return;
+    submit.disabled = true;
+    for (const box of [from, to]) $(`#${box.id}-error`, form).textContent = "";
+    problem.replaceChildren();
+    try {
+      const url = `${triggerUrl(trigger.projectId, trigger.agentId, trigger.id)}/backfill`;
+      const result = await api("POST", url, { from: utcInstant(from.value), to: utcInstant(to.value) });
+      const earlier = result.invocationIds.length - result.started;
+      toast(`Backfill: ${result.started} started${earlier ? `, ${earlier} started before` : ""}`);
+      dialog.close();
+      after();
+    } catch (error) {
+      const placed = (error.details || []).filter((detail) => /^body\.(from|to)$/.test(detail.field || ""));
+      for (const detail of placed) $(`#backfill-${detail.field.slice(5)}-error`, form).textContent = detail.message;
+      if (!placed.length) problem.replaceChildren(alertBox(describeError(error)));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return { dialog, open: () => dialog.showModal() };
 }
 
 function invocationsTable(trigger, list, refresh) {
@@ -665,7 +709,7 @@ const FORM_FIELDS = {
     ["retryDelaySeconds", "Retry delay (seconds)", "number", ""],
     ["timeoutSeconds", "Timeout (seconds)", "number", "per attempt"],
     ["catchUpWindowSeconds", "Catch-up window (seconds)", "number", "how late a missed run may still start"],
-    ["overlapPolicy", "Overlap", "select:allow,skip", "when the previous run is still going"],
+    ["overlapPolicy", "Overlap", "select:allow,skip,buffer_one,cancel_other", "when another run of the trigger is unfinished: run anyway, skip, wait for it (one waits), or cancel it"],
     ["pauseOnFailure", "Pause after a failed scheduled run", "check", ""],
     ["enabled", "Enabled", "check", ""],
   ],
