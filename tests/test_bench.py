@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import dispatch_bench, runner_bench
+from bench import dispatch_bench, list_bench, runner_bench
 
 
 @pytest.mark.slow
@@ -23,3 +23,10 @@ def test_the_dispatch_bench_starts_a_thousand_occurrences_once_each() -> None:
 def test_the_runner_bench_measures_a_first_try_success_in_five_transitions() -> None:
     first_try = runner_bench.measure(runner_bench.SCENARIOS[0])
     assert (first_try.final_status, first_try.state_transitions, first_try.agent_calls) == ("completed", 5, 1)
+
+
+@pytest.mark.slow
+def test_the_list_bench_times_a_full_page_through_the_handler() -> None:
+    figures = list_bench.measure(requests=2)
+    assert figures["rows"] == 50
+    assert 0 < figures["handler_own_ms"] < figures["handler_ms"]
