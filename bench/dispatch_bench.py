@@ -377,6 +377,7 @@ def run(count: int, scale: float) -> dict[str, Any]:
     for report in reports:
         totals.update(report.counts)
     lags = [lag for report in reports for lag in report.lags_seconds]
+    worked = [report for report in reports if report.counts["due"]]
     span = max(start_times) - tick_starts[0]
     quota_bound = max(0.0, (count - START_BURST) / START_REFILL_PER_SECOND)
     path_latency = 2 * DYNAMODB_LATENCY + START_LATENCY
@@ -389,7 +390,7 @@ def run(count: int, scale: float) -> dict[str, Any]:
         "time_scale": scale,
         "wall_seconds": round(wall_seconds, 2),
         "model_seconds_to_last_start": round(span, 2),
-        "ticks_with_work": sum(1 for report in reports if report.counts["due"]),
+        "ticks_with_work": len(worked),
         "ticks_stopped_early": sum(report.stopped_early for report in reports),
         "achieved_starts_per_second": round(len(start_times) / span, 1),
         "quota_bound_seconds": round(quota_bound, 2),
@@ -416,8 +417,53 @@ def run(count: int, scale: float) -> dict[str, Any]:
             "max": round(max(lags), 1),
             "started_ahead_of_schedule": round(sum(lag <= 0 for lag in lags) / len(lags), 3),
         },
-        "mean_tick_seconds": round(statistics.fmean(report.duration_seconds for report in reports) * scale, 1),
+        # Only ticks that had work: the last tick, which finds the index empty, is not a tick's cost.
+        "mean_tick_seconds": round(statistics.fmean(report.duration_seconds for report in worked) * scale, 1),
     }
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "dispatch.md"
+TABLE_BEGIN = "<!-- table from bench/results/dispatch.json (make bench rewrites it) -->"
+TABLE_END = "<!-- end of table -->"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
+
+
+def doc_table(results: dict[str, Any]) -> str:
+    """docs/dispatch.md's throughput table, from the figures in bench/results/dispatch.json."""
+    lines = [
+        "| due at 15:00 | time to the last start | starts/s | vs. bound | calls per occurrence"
+        " (DynamoDB / of which writes / StartExecution incl. throttled) | duplicates / losses"
+        " | started ahead of 15:00 |",
+        "|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for run in results["runs"]:
+        ticks = f" ({run['ticks_with_work']} ticks)" if run["ticks_with_work"] > 1 else ""
+        if run["binding_limit"] == "StartExecution quota":
+            versus = f"{run['rate_vs_bound']:.2f} of the quota bound ({_seconds(run['quota_bound_seconds'])})"
+        else:
+            versus = f"{run['rate_vs_bound']:.2f} of the concurrency bound (the quota does not bind)"
+        calls = run["calls_per_occurrence"]
+        lag = run["dispatch_lag_seconds"]
+        ahead = f"{lag['started_ahead_of_schedule']:.0%}".replace("%", " %")
+        if lag["started_ahead_of_schedule"] < 1:
+            ahead += f" (p50 lag {lag['p50']:+.0f} s, max {lag['max']:+.0f} s)"
+        lines.append(
+            f"| {run['occurrences']:,} | {_seconds(run['model_seconds_to_last_start'])}{ticks}"
+            f" | {run['achieved_starts_per_second']:.0f} | {versus}"
+            f" | {calls['dynamodb']:.2f} / {calls['dynamodb_writes']:.2f} / {calls['start_execution']:.2f}"
+            f" | {run['duplicates']} / {run['losses']} | {ahead} |"
+        )
+    return "\n".join(lines)
+
+
+def doc_with_table(doc: str, results: dict[str, Any]) -> str:
+    """`doc` with the text between the table's markers replaced by `doc_table(results)`."""
+    head, rest = doc.split(TABLE_BEGIN + "\n", 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_BEGIN}\n{doc_table(results)}\n{TABLE_END}{tail}"
 
 
 def main() -> None:
@@ -439,6 +485,8 @@ def main() -> None:
         print(json.dumps(outcome), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if sizes == list(SCALES):
+        DOC.write_text(doc_with_table(DOC.read_text(), results))
     print(f"written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
 
 

@@ -11,6 +11,7 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 import pytest
+from cron_descriptor import ExpressionDescriptor, FormatError
 from cronsim import CronSim
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from sundial.domain.schedule import (
     CronSchedule,
     OneTimeSchedule,
     Schedule,
+    describe_stored,
     parse_run_at,
     validate_timezone,
 )
@@ -826,6 +828,39 @@ def test_no_occurrence_is_skipped_or_doubled(cron: GeneratedCron, zone_and_start
 def test_every_generated_expression_parses_and_describes(cron: GeneratedCron, zone: str) -> None:
     description = CronSchedule.parse(cron.expression, zone).describe()
     assert description.endswith(f" ({zone})")
+
+
+@settings(max_examples=200, deadline=None)
+@given(cron=generated_crons())
+def test_the_shared_catalogue_describes_as_cron_descriptor_does(cron: GeneratedCron) -> None:
+    """The describer that loads its translations once says what cron-descriptor's own would."""
+    normalized = CronSchedule.parse(cron.expression)._cron
+    try:
+        stock = ExpressionDescriptor(normalized, use_24hour_time_format=True, verbose=False, locale_code="en_US")
+        expected = f"{stock.get_description()} (UTC)"
+    except FormatError:
+        expected = f"Cron expression '{cron.expression.strip()}' (UTC)"
+    assert CronSchedule.parse(cron.expression).describe() == expected
+
+
+def test_a_stored_description_depends_on_every_field_it_is_keyed_on() -> None:
+    start, end = utc("2026-12-01T09:00:00Z"), utc("2027-01-01T00:00:00Z")
+    described = [
+        describe_stored("0 9 * * *", "UTC", None, None, None, None, None, 0),
+        describe_stored("0 9 * * *", "Asia/Tokyo", None, None, None, None, None, 0),
+        describe_stored("0 9 * * *", "UTC", None, None, start, end, None, 0),
+        describe_stored("0 9 * * *", "UTC", None, None, None, None, 3, 300),
+        describe_stored(None, "UTC", None, 600, start, None, None, 0),
+        describe_stored(None, "UTC", start, None, None, None, None, 0),
+    ]
+    assert described == [
+        "At 09:00 (UTC)",
+        "At 09:00 (Asia/Tokyo)",
+        "At 09:00 (UTC), from 2026-12-01 09:00 UTC, until 2027-01-01 00:00 UTC",
+        "At 09:00 (UTC), at most 3 runs, with up to 5 minutes of jitter",
+        "Every 10 minutes from 2026-12-01 09:00 UTC",
+        "Once at 2026-12-01T09:00:00Z",
+    ]
 
 
 CRON_ALPHABET = st.sampled_from([*"0123456789*/-,?#LW @\t", "JAN", "mon", "SUN", "7", "60", "99"])

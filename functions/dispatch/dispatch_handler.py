@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from sundial.contracts.events import EventBridgeEvent
-from sundial.deps import Deps
+from sundial.deps import Deps, aws_client
 from sundial.observability import entry_point, logger, metrics
 from sundial.services.dispatcher import Dispatcher, TickReport
 from sundial.settings import Settings, get_settings
@@ -45,7 +44,7 @@ def dispatcher() -> Dispatcher:
     meta.max_pool_connections = _pool_size(settings)  # read when Deps binds the tables
 
     def sfn_client() -> SFNClient:
-        return boto3.client("stepfunctions", config=Config(max_pool_connections=_pool_size(settings)))
+        return cast("SFNClient", aws_client("stepfunctions", Config(max_pool_connections=_pool_size(settings))))
 
     return Dispatcher(Deps(settings, sfn_factory=sfn_client))
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class Settings(BaseSettings):
-    """Every knob Sundial reads; defaults are the SPEC's."""
+class Settings(BaseModel):
+    """Every knob Sundial reads; defaults are the SPEC's.
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    A plain model read from os.environ rather than a pydantic-settings one: that package's sources
+    (dotenv, CLI, cloud secrets) cost a tenth of a handler's import and Sundial reads only variables.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def __init__(self, **values: Any) -> None:
+        """The environment's values (named as in template.yaml), overridden by those given."""
+        super().__init__(**{**os.environ, **values})
 
     triggers_table: str = Field("sundial-triggers", alias="TRIGGERS_TABLE")
     invocations_table: str = Field("sundial-invocations", alias="INVOCATIONS_TABLE")

@@ -19,12 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 import urllib3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.response import BaseHTTPResponse
 
@@ -310,18 +308,23 @@ def _response_result(status: int, data: bytes, complete: bool, token: str) -> Ag
 
 @dataclass
 class SecretToken:
-    """The token stored in a Secrets Manager secret, re-read at most every `TOKEN_CACHE_SECONDS`."""
+    """The token stored in a Secrets Manager secret, re-read at most every `TOKEN_CACHE_SECONDS`.
+
+    Cached here rather than by powertools' SecretsProvider, whose module imports boto3 (and s3transfer)
+    for every handler that imports this one."""
 
     secret_arn: str
     client: Callable[[], SecretsManagerClient]
-
-    @cached_property
-    def _provider(self) -> SecretsProvider:
-        return SecretsProvider(boto3_client=self.client())
+    _value: str | None = None
+    _read_at: float = 0.0
 
     def __call__(self) -> str:
-        value = self._provider.get(self.secret_arn, max_age=TOKEN_CACHE_SECONDS)
-        return value.decode() if isinstance(value, bytes) else str(value)
+        now = time.monotonic()
+        if self._value is None or now - self._read_at >= TOKEN_CACHE_SECONDS:
+            secret = self.client().get_secret_value(SecretId=self.secret_arn)
+            self._value = secret["SecretString"] if "SecretString" in secret else secret["SecretBinary"].decode()
+            self._read_at = now
+        return self._value
 
 
 def token_source(settings: Settings, secrets: Callable[[], SecretsManagerClient]) -> Callable[[], str]:

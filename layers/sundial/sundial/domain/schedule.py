@@ -19,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from cron_descriptor import ExpressionDescriptor, FormatError
+from cron_descriptor import ExpressionDescriptor, FormatError, Options
+from cron_descriptor.ExpressionParser import ExpressionParser
+from cron_descriptor.GetText import GetText
 from cronsim import CronSim
 
 from sundial.domain.errors import ScheduleError
@@ -308,11 +310,37 @@ class CronSchedule:
 
     def describe(self) -> str:
         """English description in 24-hour time, e.g. "At 09:00, Monday through Friday (Europe/Berlin)"."""
-        try:
-            text = ExpressionDescriptor(self._cron, use_24hour_time_format=True, verbose=False).get_description()
-        except FormatError:  # cron-descriptor cannot phrase some legal lists, e.g. `0 0 * * 1,*`
-            text = f"Cron expression '{self.expression}'"
-        return f"{text} ({self.timezone})"
+        return f"{_cron_words(self._cron, self.expression)} ({self.timezone})"
+
+
+# English in 24-hour time whatever the host's locale (cron-descriptor would follow it).
+_DESCRIPTION_OPTIONS = Options(use_24hour_time_format=True, verbose=False, locale_code="en_US")
+
+
+@functools.cache
+def _english() -> GetText:
+    return GetText(_DESCRIPTION_OPTIONS.locale_code, _DESCRIPTION_OPTIONS.locale_location)
+
+
+class _EnglishDescriptor(ExpressionDescriptor):
+    """cron-descriptor's describer with one English catalogue per process: its own constructor
+    re-reads the translation file on every call, the larger part of describing an expression."""
+
+    def __init__(self, cron: str) -> None:
+        self._expression = cron
+        self._options = _DESCRIPTION_OPTIONS
+        self.get_text = _english()
+        self._expression_parts = ExpressionParser(cron, _DESCRIPTION_OPTIONS).parse()
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_words(cron: str, expression: str) -> str:
+    """The words for a normalized cron expression, once per process: a list repeats few expressions."""
+    try:
+        text: str = _EnglishDescriptor(cron).get_description()
+    except FormatError:  # cron-descriptor cannot phrase some legal lists, e.g. `0 0 * * 1,*`
+        text = f"Cron expression '{expression}'"
+    return text
 
 
 @dataclass(frozen=True)
@@ -505,6 +533,22 @@ def jitter_offset(schedule: NextOccurrence, incarnation: str, jitter_seconds: in
 def start_of(schedule: NextOccurrence, incarnation: str, jitter_seconds: int, nominal: datetime) -> datetime:
     """When the occurrence nominally at `nominal` starts: the nominal instant plus its jitter offset."""
     return nominal + timedelta(seconds=jitter_offset(schedule, incarnation, jitter_seconds, nominal))
+
+
+@functools.lru_cache(maxsize=4096)
+def describe_stored(
+    cron_expression: str | None,
+    cron_timezone: str,
+    run_at: datetime | None,
+    interval_seconds: int | None,
+    start_at: datetime | None,
+    end_at: datetime | None,
+    max_runs: int | None,
+    jitter_seconds: int,
+) -> str:
+    """A stored trigger's description, keyed on everything its text depends on: a list describes every row."""
+    schedule = stored_schedule(cron_expression, cron_timezone, run_at, interval_seconds, start_at, end_at)
+    return schedule.describe() + describe_limits(max_runs, jitter_seconds)
 
 
 def describe_limits(max_runs: int | None, jitter_seconds: int) -> str:

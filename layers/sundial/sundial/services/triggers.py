@@ -44,6 +44,7 @@ from sundial.domain.schedule import (
     OneTimeSchedule,
     Schedule,
     describe_limits,
+    describe_stored,
     parse_run_at,
     schedule_of,
     start_of,
@@ -213,7 +214,17 @@ def runs_remaining(record: TriggerRecord) -> int | None:
 
 def describe(record: TriggerRecord) -> str:
     max_runs = int(record.max_runs) if record.max_runs is not None else None
-    return schedule_of(record).describe() + describe_limits(max_runs, int(record.jitter_seconds or 0))
+    interval = int(record.interval_seconds) if record.interval_seconds is not None else None
+    return describe_stored(
+        record.cron_expression,
+        record.cron_timezone,
+        record.run_at,
+        interval,
+        record.start_at,
+        record.end_at,
+        max_runs,
+        int(record.jitter_seconds or 0),
+    )
 
 
 def to_api(record: TriggerRecord, now: datetime) -> Trigger:
