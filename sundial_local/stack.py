@@ -34,6 +34,7 @@ from sundial_local.template import ROOT, create_state_machine, create_tables, re
 from sundial_local.token import issue_token
 
 if TYPE_CHECKING:
+    from botocore.session import Session as BotocoreSession
     from moto.core.config import DefaultConfig
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -204,15 +205,16 @@ def precise_timestamp_waits() -> Iterator[None]:
         yield
 
 
-def log_executions(session: boto3.Session) -> None:
+def log_executions(session: BotocoreSession) -> None:
     """One readable line per StartExecution any client of `session` makes (dispatcher, API claims, run-now)."""
 
-    def remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context["sundial_run"] = params.get("input")
+    def remember(**event: Any) -> None:
+        event["context"]["sundial_run"] = event["params"].get("input")
 
-    def report(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def report(**event: Any) -> None:
+        parsed: dict[str, Any] = event["parsed"]
         try:
-            run = json.loads(context.get("sundial_run") or "{}")
+            run = json.loads(event["context"].get("sundial_run") or "{}")
         except ValueError:
             return
         if "Error" in parsed:
@@ -220,8 +222,8 @@ def log_executions(session: boto3.Session) -> None:
         else:
             logger.info("%s", describe_start(run))
 
-    session.events.register("provide-client-params.sfn.StartExecution", remember)
-    session.events.register("after-call.sfn.StartExecution", report)
+    session.register("provide-client-params.sfn.StartExecution", remember)
+    session.register("after-call.sfn.StartExecution", report)
 
 
 def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machine_arn: str) -> int:
@@ -529,11 +531,11 @@ class LocalStack:
     def _load_functions(self) -> tuple[Handler, Handler, Handler]:
         """Import the handlers only now, with the environment set (settings are read once, on first use);
         route the runner's Lambda tasks to them; return the dispatch, sweep and watcher handlers."""
+        from sundial.deps import aws_session
+
         from sundial_local.lambdas import routed_lambdas
 
-        boto3.setup_default_session()
-        assert boto3.DEFAULT_SESSION is not None
-        log_executions(boto3.DEFAULT_SESSION)
+        log_executions(aws_session())
         import api_handler
         import dispatch_handler
         import runner_handler

@@ -34,14 +34,14 @@ SFN_CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}
 
 
 @cache
-def _session() -> Session:
-    """One botocore session per process, as boto3's default session would be."""
+def aws_session() -> Session:
+    """One botocore session per process, as boto3's default session would be; the local stack hooks its events."""
     return get_session()
 
 
 def aws_client(service_name: str, config: Config | None = None) -> Any:
     """A botocore client: boto3 would add only its resources and s3transfer, a fifth of a handler's import."""
-    return _session().create_client(service_name, config=config)
+    return aws_session().create_client(service_name, config=config)
 
 
 def _default_sfn_client() -> SFNClient:
