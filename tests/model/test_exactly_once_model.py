@@ -105,6 +105,7 @@ class Epoch:
     end: datetime | None = None
     interval: int | None = None  # an interval schedule: every `interval` seconds from `anchor`
     anchor: datetime | None = None
+    until: datetime | None = None  # endAt: no occurrence after it
     # Occurrences with an execution started when the epoch was closed by an edit or a delete. An edit
     # re-schedules from "strictly after now" (SPEC §4), so an occurrence no dispatcher had started by
     # then (an outage) is dropped by the SPEC itself; one already started must still run (or be counted).
@@ -114,6 +115,7 @@ class Epoch:
         if not self.enabled:
             return []
         stop = min(until, self.end - timedelta(seconds=1)) if self.end is not None else until
+        stop = min(stop, self.until) if self.until is not None else stop
         if self.run_at is not None:
             return [self.run_at] if self.start < self.run_at <= stop else []
         if self.interval is not None:
@@ -299,6 +301,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             _instant(shown.get("runAt")),
             interval=shown.get("intervalSeconds"),
             anchor=_instant(shown.get("startAt")),
+            until=_instant(shown.get("endAt")),
         )
 
     # ---------------------------------------------------------------------------------------------
@@ -313,6 +316,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         max_retries=st.integers(0, 2),
         max_runs=st.sampled_from([None, None, 1, 2]),
         jitter=st.sampled_from([0, 0, 30]),
+        end_in=st.sampled_from([None, None, 400]),
+        pause_on_failure=st.booleans(),
         crash=st.booleans(),
     )
     def create(
@@ -325,6 +330,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         max_retries: int,
         max_runs: int | None,
         jitter: int,
+        end_in: int | None,
+        pause_on_failure: bool,
         crash: bool,
     ) -> None:
         body: dict[str, Any] = {
@@ -335,6 +342,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             "maxRetries": max_retries,
             "retryDelaySeconds": 10,
             "jitterSeconds": jitter,
+            "pauseOnFailure": pause_on_failure,
         }
         if schedule == "once":
             body["runAt"] = _iso(self.now() + timedelta(seconds=run_in))
@@ -344,6 +352,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             body["cronExpression"] = schedule
         if max_runs is not None and schedule != "once":
             body["maxRuns"] = max_runs
+        if end_in is not None and schedule != "once":
+            body["endAt"] = _iso(self.now() + timedelta(seconds=end_in))
         exists = slot in self.live
         if crash and not exists:
             self.w.sfn.fault = SfnFault("crash", 1)  # the API Lambda dies in its immediate claim, if it makes one
@@ -405,6 +415,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             out_of_runs = before is not None and before.max_runs is not None and before.runs_started >= before.max_runs
             if change == "enable" and out_of_runs:
                 return  # out of runs: enabling needs a higher maxRuns in the same PATCH, documented
+            if epoch.until is not None and epoch.until <= self.now():
+                return  # past endAt: no schedule with these bounds has an occurrence after now, documented
             self.fail("api", f"patch {body} answered 422 {response.body}")
         if response is not None and response.status != 200:
             self.fail("api", f"patch {body} answered {response.status} {response.body}")
@@ -709,7 +721,23 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             return
         self.check_now()
 
+    def follow_system_edits(self) -> None:
+        """The system changes a schedule too: a pause on failure, a finished one-time, endAt or maxRuns
+        trigger, a missed one-time occurrence. From then on the trigger's new epoch applies."""
+        for slot, live in self.live.items():
+            stored = stored_trigger(slot)
+            if stored is None or stored.incarnation != live.incarnation:
+                continue
+            if stored.schedule_version != live.schedule_version:
+                self.close_epoch(live)
+                # The edit was made by a run of an instant up to now (the clock stands still in a step): it is
+                # the old schedule's, so the epoch ends just after now, not at it.
+                live.epoch.end = self.now() + timedelta(seconds=1)
+                live.epochs.append(self.current_epoch(slot))
+                live.schedule_version = stored.schedule_version
+
     def check_now(self) -> None:
+        self.follow_system_edits()
         invocations = self.map_invocations()
         self._check_statuses(invocations)
         self._check_agent_calls()

@@ -498,7 +498,7 @@ function backfillDialog(trigger, after) {
   const form = h("form", {},
     h("h2", { id: "backfill-title" }, `Backfill ${trigger.name}`),
     h("p", {}, "Runs every occurrence of the schedule from From (inclusive) to To (exclusive, not in the future), now: at most 1,000. An occurrence backfilled before is not run again."),
-    field("backfill-from", "From (UTC)", from), field("backfill-to", "To (UTC)", to), problem,
+    field("backfill-from", "Backfill from (UTC)", from), field("backfill-to", "Backfill to (UTC)", to), problem,
     h("div", { class: "actions" }, h("button", { type: "button", onclick: () => dialog.close() }, "Close"), submit));
   dialog.append(form);
   form.addEventListener("submit", async (event) => {
