@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
-from sundial.contracts.api import BackfillRequest
+from sundial.contracts.api import BackfillRequest, TriggerPatch
 from sundial.contracts.execution import ExecutionInput
 from sundial.domain import naming
 from sundial.services import ending, runner
 from sundial.services import invocations as invocation_service
+from sundial.services.triggers import update_trigger
 from sundial.store import invocations as invocation_store
 from sundial.store.records import InvocationRecord, invocation_partition
 
@@ -410,3 +411,30 @@ def test_a_thousand_occurrences_start_in_parallel_once_each(clock: FakeClock) ->
         assert len(ids) == len(set(ids)) == len(runs) == 1000
         assert [run.scheduled_for for run in runs] == [iso(start + k * FIVE_MINUTES) for k in range(1000)]
         assert ids == [run.invocation_id for run in runs]
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_a_run_waiting_for_another_stands_down_when_its_schedule_is_edited(env: DispatchEnv, disable: bool) -> None:
+    """A waiting run has not started: disabling the trigger (or any schedule edit) supersedes it."""
+    env.clock.set(AT - timedelta(minutes=3))
+    trigger_id = create(env, cron_expression="*/5 * * * *", overlap_policy="buffer_one")
+    invocation_service.run_now(env.deps, EDITOR, PATH, trigger_id, None)  # pending: an unfinished run
+    env.clock.set(AT - timedelta(seconds=30))
+    dispatcher(env).tick()
+    [claimed] = started(env, "scheduled")
+    env.clock.set(AT)
+    agent = RecordingAgent()
+    state = runner.prepare(env.deps, runner.PrepareEvent(input=claimed, execution_arn=f"arn:{claimed.invocation_id}"))
+    state = runner.attempt(env.deps, agent, state)
+    first = invocation_store.load("acme", trigger_id, incarnation_of(trigger_id), claimed.invocation_id)
+    assert state.outcome == "waiting", first.error
+    env.clock.set(AT + timedelta(seconds=5))
+    if disable:
+        update_trigger(env.deps, EDITOR, PATH, trigger_id, TriggerPatch(enabled=False))
+    looked = runner.attempt(env.deps, agent, state)
+    record = invocation_store.load("acme", trigger_id, incarnation_of(trigger_id), claimed.invocation_id)
+    if disable:
+        assert (looked.outcome, record.status, record.error) == ("cancelled", "cancelled", runner.SUPERSEDED)
+    else:
+        assert (looked.outcome, record.status, looked.waiting_since) == ("waiting", "pending", iso(AT))
+    assert agent.calls == []

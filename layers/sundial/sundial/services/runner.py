@@ -445,6 +445,15 @@ def _may_start(deps: Deps, state: RunState, record: InvocationRecord, trigger: T
     return may_start(record.scheduled_for, following, deps.now(), int(trigger.catch_up_window_seconds), starts)
 
 
+def _edited_while_waiting(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> bool:
+    """A run waiting for another (buffer_one) has not started: an edit of its schedule (cron, zone, runAt,
+    enabled) since then supersedes it, as it would a claim still waiting for its instant."""
+    if state.waiting_since is None:
+        return False
+    version = int(record.schedule_version) if record.schedule_version is not None else None
+    return superseded(record.kind, record.incarnation, version, deps.now(), trigger)
+
+
 def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
     """Before the first call: a superseded, missed or overlapping occurrence ends here (or waits, with
     buffer_one); else it becomes running.
@@ -452,7 +461,7 @@ def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: 
     The missed-run rule is checked here, when the run is about to start, because this is where every
     late path ends up: a claim re-driven long after its start failed, a wait resumed after a restart.
     """
-    if _superseded_record(record, trigger):
+    if _superseded_record(record, trigger) or _edited_while_waiting(deps, state, record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "cancelled", SUPERSEDED)
     # A run that waited (buffer_one) was on time when it began to wait; it starts when the other ends.
     if state.kind == "scheduled" and state.waiting_since is None and not _may_start(deps, state, record, trigger):
