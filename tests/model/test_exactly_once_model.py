@@ -314,11 +314,11 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         catch_up=st.sampled_from([0, 3600]),
         overlap=st.sampled_from(POLICIES),
         max_retries=st.integers(0, 2),
+        crash=st.booleans(),
         max_runs=st.sampled_from([None, None, 1, 2]),
         jitter=st.sampled_from([0, 0, 30]),
         end_in=st.sampled_from([None, None, 400]),
         pause_on_failure=st.booleans(),
-        crash=st.booleans(),
     )
     def create(
         self,
@@ -328,11 +328,11 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         catch_up: int,
         overlap: str,
         max_retries: int,
-        max_runs: int | None,
-        jitter: int,
-        end_in: int | None,
-        pause_on_failure: bool,
         crash: bool,
+        max_runs: int | None = None,
+        jitter: int = 0,
+        end_in: int | None = None,
+        pause_on_failure: bool = False,
     ) -> None:
         body: dict[str, Any] = {
             "id": slot,
@@ -728,6 +728,8 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             stored = stored_trigger(slot)
             if stored is None or stored.incarnation != live.incarnation:
                 continue
+            if stored.max_runs is None:
+                live.max_runs = None  # switching to runAt drops maxRuns, and the model never sets it again
             if stored.schedule_version != live.schedule_version:
                 self.close_epoch(live)
                 # The edit was made by a run of an instant up to now (the clock stands still in a step): it is
