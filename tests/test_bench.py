@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from bench import dispatch_bench, list_bench, runner_bench
+from bench import dispatch_bench, herd_bench, list_bench, runner_bench
+from sundial_local.template import ASL_PATH
 
 
 @pytest.mark.slow
@@ -38,3 +39,26 @@ def test_the_dispatch_doc_shows_the_figures_in_the_results() -> None:
     results = json.loads(dispatch_bench.RESULTS.read_text())
     doc = dispatch_bench.DOC.read_text()
     assert dispatch_bench.doc_with_table(doc, results) == doc, "run make bench (or python -m bench dispatch_bench)"
+
+
+def test_the_herd_bench_models_the_throttle_retrier_every_lambda_task_has() -> None:
+    """The bench reads the Attempt Task's retrier from the file; Prepare and Finalize must retry alike."""
+    asl = json.loads(ASL_PATH.read_text())
+    tasks = [name for name, state in asl["States"].items() if state["Type"] == "Task"]
+    modelled = herd_bench.current_retrier()
+    assert modelled["ErrorEquals"] == [herd_bench.THROTTLE_ERROR]
+    assert modelled["JitterStrategy"] == "FULL"
+    for name in tasks:
+        assert herd_bench.throttle_retrier(asl, name) == modelled, name
+    # Throttled long enough that a run is not given up before the default catch-up window has passed.
+    assert herd_bench.Retrier.from_asl(modelled).mean_budget_seconds() > 1.5 * herd_bench.DEFAULT_CATCH_UP_WINDOW
+
+
+def test_the_herd_drains_without_a_throttling_failure_with_the_current_retrier() -> None:
+    """100x the concurrency at once (as 100,000 wake-ups at 1,000, scaled down): none fails; the old retrier did."""
+    herd = herd_bench.Herd(runs=5_000, attempt_seconds=10.0, concurrency=50)
+    after = herd_bench.simulate(herd, herd_bench.Retrier.from_asl(herd_bench.current_retrier()), "after")
+    before = herd_bench.simulate(herd, herd_bench.Retrier.from_asl(herd_bench.BEFORE_RETRIER), "before")
+    assert (after.failed_by_throttling, after.started) == (0, 5_000)
+    assert after.drain_vs_limit < 1.25
+    assert before.failed_by_throttling > 2_500

@@ -605,6 +605,34 @@ def test_transient_lambda_error_is_retried_without_spending_a_retry(harness: Har
     assert lambda_invocations(harness.events(run)) == 3
 
 
+def test_lambda_throttling_is_retried_with_jittered_backoff_without_spending_a_retry(
+    harness: Harness, api: ApiClient
+) -> None:
+    """A throttled Attempt (account concurrency used up) is retried by the throttle retrier, not given up."""
+    trigger = create(api, maxRetries=0)
+    routed = LambdaSimpleBackend.invoke
+    calls: list[str] = []
+    throttled = 8  # more than the transient retrier's 6: only the throttle retrier allows this many
+
+    def throttles(self: Any, function_name: str, *args: Any) -> Any:
+        calls.append(function_name)
+        if function_name.endswith("sundial-runner-attempt") and calls.count(function_name) <= throttled:
+            raise JsonRESTError("TooManyRequestsException", "Rate Exceeded.")
+        return routed(self, function_name, *args)
+
+    with mock.patch.object(LambdaSimpleBackend, "invoke", throttles):
+        run = harness.run_scheduled("acme", trigger["id"], AT)
+
+    assert run.status == "SUCCEEDED", run.described
+    assert (run.invocation().status, outcomes(run)) == ("completed", ["succeeded"])
+    assert len(harness.agent.received) == 1
+    sleeps = harness.waits.retry_sleeps
+    assert len(sleeps) == throttled
+    for retry, sleep in enumerate(sleeps):
+        assert 0 <= sleep <= min(2**retry, 120), (retry, sleep)
+    assert "Finalize" not in entered_states(harness.events(run))
+
+
 def test_lost_lambda_response_replays_the_recorded_attempt(harness: Harness, api: ApiClient) -> None:
     """The handler ran but its answer was lost: the retried Task does not call the agent for that attempt again."""
     trigger = create(api, maxRetries=1)
@@ -757,17 +785,42 @@ def test_the_execution_input_of_a_missing_invocation_is_recreated_by_finalize(st
     assert (record.status, record.error) == ("failed", "Lambda.Unknown: out of memory")
 
 
+# Lambda throttling (account concurrency used up, the scaling rate, a reserved limit) has its own
+# longer retrier, first, so a wake-up herd drains instead of failing (bench/herd_bench.py models it).
+THROTTLE_RETRIER = {
+    "ErrorEquals": ["Lambda.TooManyRequestsException"],
+    "IntervalSeconds": 1,
+    "MaxAttempts": 100,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 120,
+    "JitterStrategy": "FULL",
+}
+TRANSIENT_RETRIER = {
+    "ErrorEquals": [
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.ClientExecutionTimeoutException",
+    ],
+    "IntervalSeconds": 1,
+    "MaxAttempts": 6,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 30,
+    "JitterStrategy": "FULL",
+}
+
+
 def test_the_state_machine_retries_transient_lambda_errors_and_catches_everything_else() -> None:
     asl = json.loads(ASL_PATH.read_text())
     tasks = {name: state for name, state in asl["States"].items() if state["Type"] == "Task"}
     assert set(tasks) == {"Prepare", "Attempt", "Finalize"}
     for name, task in tasks.items():
-        transient = task["Retry"][0]
-        assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= set(transient["ErrorEquals"]), name
-        assert (transient["JitterStrategy"], transient["BackoffRate"] > 1) == ("FULL", True), name
+        throttle, transient = task["Retry"][:2]
+        assert throttle == THROTTLE_RETRIER, name
+        assert transient == TRANSIENT_RETRIER, name
         assert [catcher["ErrorEquals"] for catcher in task["Catch"]] == [["States.ALL"]], name
     for name in ("Prepare", "Attempt"):
-        _transient, step_error = tasks[name]["Retry"]
+        _throttle, _transient, step_error = tasks[name]["Retry"]
         assert step_error["ErrorEquals"] == ["States.TaskFailed"], name
         assert (step_error["MaxAttempts"], step_error["JitterStrategy"]) == (2, "FULL"), name
     assert tasks["Finalize"]["Retry"][-1]["ErrorEquals"] == ["States.ALL"]
