@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import dispatch_bench, herd_bench, list_bench, runner_bench
+from bench import dispatch_bench, dispatch_cpu_bench, herd_bench, list_bench, runner_bench
 from sundial_local.template import ASL_PATH
 
 
@@ -20,6 +20,15 @@ def test_the_dispatch_bench_starts_a_thousand_occurrences_once_each() -> None:
     assert (figures["dispatched"], figures["duplicates"], figures["losses"], figures["errors"]) == (1000, 0, 0, 0)
     assert figures["calls_per_occurrence"]["dynamodb_writes"] == 2.0
     assert figures["calls_per_occurrence"]["start_execution"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_real_path_bench_dispatches_through_the_sdk_with_two_writes_and_one_start_each() -> None:
+    figures = dispatch_cpu_bench.measure(300)
+    assert figures["dispatched"] == 300
+    calls = figures["calls"]
+    assert (calls["UpdateItem"], calls["StartExecution"], calls["Query"]) == (600, 300, dispatch_cpu_bench.SHARDS)
+    assert figures["cpu_ms_per_occurrence"] > 0
 
 
 @pytest.mark.slow
