@@ -94,3 +94,21 @@ def test_an_event_that_is_not_a_scheduled_event_is_refused(env: DispatchEnv) -> 
 
     with pytest.raises(ValidationError):
         dispatch_handler.lambda_handler({"hello": "world"}, context())
+
+
+def test_the_deployed_dispatchers_step_functions_client_makes_one_http_attempt_per_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its Backoff counts every attempt against the claim's lease (SPEC §5): the SDK must not retry inside it."""
+    import dispatch_handler
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    dispatch_handler.dispatcher.cache_clear()
+    try:
+        client = dispatch_handler.dispatcher().deps.sfn
+        config = client.meta.config
+        assert (config.retries or {}).get("total_max_attempts") == 1
+        assert (config.connect_timeout, config.read_timeout) == (3, 10)
+        assert config.max_pool_connections == dispatch_handler.get_settings().dispatch_concurrency + 2
+    finally:
+        dispatch_handler.dispatcher.cache_clear()

@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from sundial.contracts.events import EventBridgeEvent
-from sundial.deps import Deps, aws_client
+from sundial.deps import SFN_CLIENT_CONFIG, Deps, aws_client
 from sundial.observability import entry_point, logger, metrics
 from sundial.services.dispatcher import Dispatcher, TickReport
 from sundial.settings import Settings, get_settings
@@ -29,6 +29,7 @@ COUNT_METRICS = {
     "in_flight": "InFlight",
     "throttle_retries": "ThrottleRetries",
     "errors": "Errors",
+    "claimed_ahead": "ClaimedAhead",
 }
 
 
@@ -44,7 +45,9 @@ def dispatcher() -> Dispatcher:
     meta.max_pool_connections = _pool_size(settings)  # read when Deps binds the tables
 
     def sfn_client() -> SFNClient:
-        return cast("SFNClient", aws_client("stepfunctions", Config(max_pool_connections=_pool_size(settings))))
+        # One HTTP attempt per call, as everywhere: the dispatcher's own Backoff counts every attempt.
+        config = SFN_CLIENT_CONFIG.merge(Config(max_pool_connections=_pool_size(settings)))
+        return cast("SFNClient", aws_client("stepfunctions", config))
 
     return Dispatcher(Deps(settings, sfn_factory=sfn_client))
 

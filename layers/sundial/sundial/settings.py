@@ -29,6 +29,10 @@ class Settings(BaseModel):
     state_machine_arn: str = Field("", alias="STATE_MACHINE_ARN")
     due_shard_count: int = Field(16, ge=1, le=1000, alias="DUE_SHARD_COUNT")
     lookahead_seconds: int = Field(120, ge=0, le=600, alias="DISPATCH_LOOKAHEAD_SECONDS")
+    # Beyond the lookahead, a tick claims up to this far ahead what the start quota needs (domain.lookahead).
+    longest_lookahead_seconds: int = Field(600, ge=0, le=600, alias="DISPATCH_LONGEST_LOOKAHEAD_SECONDS")
+    # StartExecution's sustained rate in the region (300/s in us-east-1): how fast a herd can be started.
+    start_rate_per_second: float = Field(300, gt=0, alias="DISPATCH_START_RATE_PER_SECOND")
     dispatch_concurrency: int = Field(32, ge=1, le=256, alias="DISPATCH_CONCURRENCY")
     dispatch_time_margin_seconds: float = Field(10.0, ge=0, alias="DISPATCH_TIME_MARGIN_SECONDS")
     # A backfill starts its runs this many at a time, so 1,000 fit well inside the API's time limit.

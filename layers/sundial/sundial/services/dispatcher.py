@@ -24,7 +24,8 @@ from typing import Any
 from sundial.adapters.aws_retry import Backoff
 from sundial.contracts.execution import ExecutionInput
 from sundial.deps import Deps
-from sundial.domain.instants import format_instant
+from sundial.domain.instants import format_instant, parse_instant
+from sundial.domain.lookahead import claim_now
 from sundial.domain.missed_runs import catch_up_window
 from sundial.domain.naming import invocation_id_for, scheduled_execution_name
 from sundial.domain.schedule import Schedule, schedule_of, start_of
@@ -66,7 +67,8 @@ class TickReport:
 
     Counters: due (rows needing a claim or a redrive), dispatched, already_dispatched, claim_conflicts
     (a conditional write lost to another writer), redriven, missed_skipped, in_flight (another
-    dispatcher's live claim, left alone), throttle_retries, errors.
+    dispatcher's live claim, left alone), throttle_retries, errors, claimed_ahead (claimed beyond the
+    lookahead because the start quota needs it: domain.lookahead).
     """
 
     counts: Counter[str] = field(default_factory=Counter)
@@ -205,7 +207,9 @@ class Dispatcher:
         settings = self.deps.settings
         report = TickReport()
         started = time.monotonic()
-        horizon = self.deps.now() + timedelta(seconds=settings.lookahead_seconds)
+        now = self.deps.now()
+        horizon = now + timedelta(seconds=settings.lookahead_seconds)
+        furthest = max(horizon, now + timedelta(seconds=settings.longest_lookahead_seconds))
         _ = self.deps.sfn  # created here: client creation is not thread-safe
 
         def low_on_time() -> bool:
@@ -214,11 +218,11 @@ class Dispatcher:
                 return True
             return False
 
-        def work(row: DueRow) -> None:
+        def work(row: DueRow, row_horizon: datetime) -> None:
             if low_on_time():
                 return
             try:
-                self.handle(row, horizon, report)
+                self.handle(row, row_horizon, report)
             except Exception:
                 logger.exception("dispatch failed for trigger %s", row.pk)
                 report.add("errors")
@@ -227,15 +231,41 @@ class Dispatcher:
         shards_in_use = max(marker.shard_count, settings.due_shard_count)
         slots = threading.BoundedSemaphore(settings.dispatch_concurrency * 2)
         with ThreadPoolExecutor(settings.dispatch_concurrency, thread_name_prefix="dispatch") as pool:
-            for row in self._due_rows(format_instant(horizon), shards_in_use, report):
+            for rank, row in enumerate(self._due_rows(format_instant(furthest), shards_in_use, report), start=1):
                 if low_on_time():
                     break
+                row_horizon = self._horizon_for(row, rank, now, horizon, report)
+                if row_horizon is None:
+                    continue
                 slots.acquire()
-                pool.submit(work, row).add_done_callback(lambda _done: slots.release())
+                pool.submit(work, row, row_horizon).add_done_callback(lambda _done: slots.release())
         if shards_in_use > settings.due_shard_count and not low_on_time():
             self.reshard(marker, report)
         report.duration_seconds = time.monotonic() - started
         return report
+
+    def _horizon_for(
+        self, row: DueRow, rank: int, now: datetime, horizon: datetime, report: TickReport
+    ) -> datetime | None:
+        """The lookahead for this row: the base one, or its own instant when the quota needs it claimed
+        now (domain.lookahead), or None: the next tick claims it in time."""
+        if row.due_at is None:
+            return horizon
+        due = parse_instant(row.due_at)
+        settings = self.deps.settings
+        if not claim_now(
+            rank,
+            due,
+            now,
+            timedelta(seconds=settings.lookahead_seconds),
+            timedelta(seconds=settings.longest_lookahead_seconds),
+            settings.start_rate_per_second,
+        ):
+            return None
+        if due > horizon:
+            report.add("claimed_ahead")
+            return due
+        return horizon
 
     def _shard_marker(self, report: TickReport) -> ShardMarker:
         """The shard marker: how many shards to read is the configured count, or more while rows of a
