@@ -56,7 +56,8 @@ START_BURST = 1_300
 START_REFILL_PER_SECOND = 300
 LAMBDA_TIMEOUT = float(resource("DispatchFunction")["Properties"]["Timeout"])
 SCHEDULED = datetime(2026, 11, 26, 15, 0, 0, tzinfo=UTC)
-FIRST_TICK = SCHEDULED - timedelta(minutes=2)
+# Ticks from the longest lookahead before the herd: the adaptive lookahead starts claiming it then.
+FIRST_TICK = SCHEDULED - timedelta(minutes=10)
 STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:sundial-runner"
 PAGE_SIZE = 1000
 
@@ -334,8 +335,34 @@ def remaining(clock: ModelClock, started: float) -> float:
     return LAMBDA_TIMEOUT - (clock.seconds() - started)
 
 
+def template_settings() -> Settings:
+    """The dispatcher's settings as template.yaml deploys them (its own and the global variables that
+    are plain values; those set from parameters keep their defaults, which are the parameters')."""
+    from sundial_local.template import load_template
+
+    plain = {
+        name: value
+        for variables in (
+            load_template()["Globals"]["Function"]["Environment"]["Variables"],
+            resource("DispatchFunction")["Properties"]["Environment"]["Variables"],
+        )
+        for name, value in variables.items()
+        if isinstance(value, str)
+    }
+    return Settings.model_validate({**plain, "STATE_MACHINE_ARN": STATE_MACHINE_ARN})
+
+
+def _settings_text(settings: Settings) -> str:
+    return (
+        f"template.yaml's: {settings.due_shard_count} shards, concurrency {settings.dispatch_concurrency}, "
+        f"lookahead {settings.lookahead_seconds} s (claiming ahead up to {settings.longest_lookahead_seconds} s "
+        f"at {settings.start_rate_per_second:g} starts/s), time margin {settings.dispatch_time_margin_seconds:g} s, "
+        f"lease {settings.claim_lease_seconds} s"
+    )
+
+
 def run(count: int, scale: float) -> dict[str, Any]:
-    settings = Settings(STATE_MACHINE_ARN=STATE_MACHINE_ARN)  # every other knob at its default
+    settings = template_settings()
     clock = ModelClock(FIRST_TICK, scale)
     store = ModelStore(clock)
     seed(store, count, settings.due_shard_count)
@@ -359,7 +386,7 @@ def run(count: int, scale: float) -> dict[str, Any]:
         report = dispatcher.tick(remaining_seconds=partial(remaining, clock, started))
         reports.append(report)
         minute += 1
-        if report.counts["due"] + report.counts["in_flight"] == 0 or minute > 60:
+        if (len(sfn.executions) >= count and report.counts["due"] + report.counts["in_flight"] == 0) or minute > 60:
             break
     wall_seconds = time.perf_counter() - wall_started
 
@@ -378,7 +405,8 @@ def run(count: int, scale: float) -> dict[str, Any]:
         totals.update(report.counts)
     lags = [lag for report in reports for lag in report.lags_seconds]
     worked = [report for report in reports if report.counts["due"]]
-    span = max(start_times) - tick_starts[0]
+    first_work = tick_starts[next(index for index, report in enumerate(reports) if report.counts["due"])]
+    span = max(start_times) - first_work
     quota_bound = max(0.0, (count - START_BURST) / START_REFILL_PER_SECOND)
     path_latency = 2 * DYNAMODB_LATENCY + START_LATENCY
     concurrency_bound = count * path_latency / settings.dispatch_concurrency
@@ -475,7 +503,7 @@ def main() -> None:
             "start_execution_latency_seconds": START_LATENCY,
             "start_execution_bucket": {"burst": START_BURST, "refill_per_second": START_REFILL_PER_SECOND},
             "lambda_timeout_seconds": LAMBDA_TIMEOUT,
-            "settings": "defaults: 16 shards, concurrency 32, lookahead 120 s, time margin 10 s, lease 60 s",
+            "settings": _settings_text(template_settings()),
         },
         "runs": [],
     }
