@@ -352,7 +352,7 @@ def template_settings() -> Settings:
     return Settings.model_validate({**plain, "STATE_MACHINE_ARN": STATE_MACHINE_ARN})
 
 
-def _settings_text(settings: Settings) -> str:
+def settings_text(settings: Settings) -> str:
     return (
         f"template.yaml's: {settings.due_shard_count} shards, concurrency {settings.dispatch_concurrency}, "
         f"lookahead {settings.lookahead_seconds} s (claiming ahead up to {settings.longest_lookahead_seconds} s "
@@ -503,7 +503,7 @@ def main() -> None:
             "start_execution_latency_seconds": START_LATENCY,
             "start_execution_bucket": {"burst": START_BURST, "refill_per_second": START_REFILL_PER_SECOND},
             "lambda_timeout_seconds": LAMBDA_TIMEOUT,
-            "settings": _settings_text(template_settings()),
+            "settings": settings_text(template_settings()),
         },
         "runs": [],
     }

@@ -71,3 +71,9 @@ def test_the_herd_drains_without_a_throttling_failure_with_the_current_retrier()
     assert (after.failed_by_throttling, after.started) == (0, 5_000)
     assert after.drain_vs_limit < 1.25
     assert before.failed_by_throttling > 2_500
+
+
+def test_the_dispatch_figures_were_measured_with_the_templates_dispatch_settings() -> None:
+    """bench/results/dispatch.json must come from the settings template.yaml deploys (run make bench again)."""
+    results = json.loads(dispatch_bench.RESULTS.read_text())
+    assert results["model"]["settings"] == dispatch_bench.settings_text(dispatch_bench.template_settings())
