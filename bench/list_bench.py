@@ -76,21 +76,13 @@ def timing_aws_calls(spent: list[float]) -> Iterator[None]:
 
 
 def measure(requests: int = REQUESTS) -> dict[str, Any]:
-    from sundial.deps import Deps
 
-    from sundial_local.template import create_state_machine, create_tables
-    from tests.conftest import BASE, MOTO_CONFIG, REGION, RUNNER_FUNCTION_ARNS, ApiClient, FakeClock, make_settings
+    from tests.conftest import BASE, MOTO_CONFIG, ApiClient, FakeClock, build_stack
 
     with mock_aws(config=MOTO_CONFIG), pytest.MonkeyPatch.context() as monkeypatch:
         import api_handler
-        import boto3
 
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        settings = make_settings("")
-        create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
-        settings = make_settings(create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS))
-        deps = Deps(settings, clock=FakeClock(), sfn_factory=lambda: sfn)
+        deps = build_stack(FakeClock()).deps
         monkeypatch.setattr(api_handler, "deps", lambda: deps)
         api = ApiClient()
         for body in trigger_bodies():

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, cast
 from unittest import mock
 
-import boto3
 import pytest
 from moto import mock_aws
 from moto.dynamodb.responses import DynamoHandler
@@ -147,20 +146,16 @@ def _environment() -> None:
 
 def measure(scenario: Scenario) -> Figures:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from sundial.deps import Deps
     from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
     from sundial_local.lambdas import LocalLambdaContext
-    from sundial_local.template import create_state_machine, create_tables
     from tests.conftest import (
         BASE,
         MOTO_CONFIG,
         REGION,
-        RUNNER_FUNCTION_ARNS,
         ApiClient,
         FakeClock,
-        Stack,
-        make_settings,
+        build_stack,
     )
     from tests.runner_support import (
         Reply,
@@ -175,13 +170,8 @@ def measure(scenario: Scenario) -> Figures:
         import api_handler
         import runner_handler
 
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        settings = make_settings("")
-        create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
-        settings = make_settings(create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS))
-        clock = FakeClock()
-        stack = Stack(settings, Deps(settings, clock=clock, sfn_factory=lambda: sfn), clock, sfn, dynamodb)
+        stack = build_stack(FakeClock())
+        clock, dynamodb, settings = stack.clock, stack.dynamodb, stack.settings
         monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
         api = ApiClient()
         body = {

@@ -107,9 +107,8 @@ def make_settings(state_machine_arn: str, **overrides: Any) -> Settings:
     return Settings.model_validate(values)
 
 
-@pytest.fixture
-def stack(aws: None, clock: FakeClock) -> Stack:
-    """Tables from template.yaml, the runner state machine from the ASL file, and Deps on a fake clock."""
+def build_stack(clock: FakeClock) -> Stack:
+    """Inside moto: tables from template.yaml, the runner state machine from the ASL file, Deps on `clock`."""
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     settings = make_settings("")
@@ -118,6 +117,12 @@ def stack(aws: None, clock: FakeClock) -> Stack:
     settings = make_settings(arn)
     deps = Deps(settings, clock=clock, sfn_factory=lambda: sfn)
     return Stack(settings, deps, clock, sfn, dynamodb)
+
+
+@pytest.fixture
+def stack(aws: None, clock: FakeClock) -> Stack:
+    """Tables from template.yaml, the runner state machine from the ASL file, and Deps on a fake clock."""
+    return build_stack(clock)
 
 
 @dataclass

@@ -106,7 +106,7 @@ def test_the_deployed_dispatchers_step_functions_client_makes_one_http_attempt_p
     dispatch_handler.dispatcher.cache_clear()
     try:
         client = dispatch_handler.dispatcher().deps.sfn
-        config = client.meta.config
+        config: Any = client.meta.config
         assert (config.retries or {}).get("total_max_attempts") == 1
         assert (config.connect_timeout, config.read_timeout) == (3, 10)
         assert config.max_pool_connections == dispatch_handler.get_settings().dispatch_concurrency + 2
