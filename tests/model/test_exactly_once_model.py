@@ -149,6 +149,7 @@ class Incarnation:
     epochs: list[Epoch]
     schedule_version: int  # as stored right after the harness's last create/patch
     max_runs: int | None = None
+    jitter: int = 0
     deleted_at: datetime | None = None
     keys: dict[str, str] = field(default_factory=dict)  # run-now Idempotency-Key → invocation id
     backfilled: dict[datetime, str] = field(default_factory=dict)  # backfilled instant → invocation id
@@ -273,7 +274,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             if execution.kind == "scheduled" and execution.incarnation == live.incarnation
         }
 
-    def register(self, trigger_id: str, catch_up: int, max_runs: int | None) -> None:
+    def register(self, trigger_id: str, catch_up: int, max_runs: int | None, jitter: int) -> None:
         stored = stored_trigger(trigger_id)
         assert stored is not None, "created trigger not stored"
         incarnation = Incarnation(
@@ -284,6 +285,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             [self.current_epoch(trigger_id)],
             stored.schedule_version,
             max_runs,
+            jitter,
         )
         self.incarnations[stored.incarnation] = incarnation
         self.live[trigger_id] = incarnation
@@ -366,7 +368,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             return
         if response is not None and response.status != 201:
             self.fail("api", f"create answered {response.status} {response.body}")
-        self.register(slot, catch_up, body.get("maxRuns"))
+        self.register(slot, catch_up, body.get("maxRuns"), jitter)
 
     @rule(
         slot=st.sampled_from(SLOTS),
@@ -666,19 +668,25 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         self, request: AgentRequest, execution: Execution, incarnation: Incarnation, now: datetime
     ) -> None:
         occurrence = execution.scheduled_for
+        # Lateness counts from the start the occurrence was given: its instant plus its jitter (SPEC §4).
+        planned = _instant(execution.input.get("startsAt")) or occurrence
         window = max(incarnation.catch_up, ON_TIME_GRACE)
-        dispatched = max(execution.started_at, occurrence)
-        late = (dispatched - occurrence).total_seconds()
+        dispatched = max(execution.started_at, planned)
+        late = (dispatched - planned).total_seconds()
         if late > window:
             self.violation(
                 "late-dispatch",
-                f"occurrence {_iso(occurrence)} of {request.trigger_id} (catchUpWindowSeconds {incarnation.catch_up}) "
-                f"was started at {_iso(execution.started_at)}, {late:.0f} s late, and still ran at {_iso(now)}",
+                f"occurrence {_iso(occurrence)} (start {_iso(planned)}) of {request.trigger_id} (catchUpWindowSeconds "
+                f"{incarnation.catch_up}) was started at {_iso(execution.started_at)}, {late:.0f} s late, and still "
+                f"ran at {_iso(now)}",
             )
         elif late > ON_TIME_GRACE:
             epoch = incarnation.epoch_of(occurrence)
             missed_by = dispatched - timedelta(seconds=ON_TIME_GRACE)
-            later = [o for o in (epoch.occurrences(dispatched) if epoch else []) if occurrence < o < missed_by]
+            # A later occurrence was missed too when even its latest possible start (jitter) is that late.
+            spread = timedelta(seconds=incarnation.jitter)
+            due = epoch.occurrences(dispatched) if epoch else []
+            later = [o for o in due if occurrence < o and o + spread < missed_by]
             if later:
                 self.violation(
                     "backlog-replay",
