@@ -4,8 +4,9 @@ Every claimed occurrence waits in its execution until its instant, so claiming e
 but a longer Wait. The dispatcher claims up to the base lookahead always; beyond it, up to the
 longest lookahead, it claims an occurrence only when leaving it to the next tick would start it
 late: when the occurrences due up to it (in the tick's due-first order) are more than the start
-quota admits between the next tick and the occurrence's instant (counting on 0.8 of the quota). So a herd of 100,000 occurrences
-due in one minute is claimed over the minutes before it, and an ordinary minute claims as before.
+quota admits between the next tick and the occurrence's instant (counting on 0.8 of the quota). So
+a herd of 100,000 occurrences due in one minute is claimed over the minutes before it, and an
+ordinary minute claims as before.
 """
 
 from __future__ import annotations
