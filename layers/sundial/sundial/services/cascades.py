@@ -171,23 +171,32 @@ def _in_scope(scope: CascadeScope, trigger: TriggerRecord) -> bool:
     return scope.matches(trigger.tenant_id, trigger.project_id, trigger.agent_id, trigger.ref, trigger.run_as_user_id)
 
 
-def _plan(record: CascadeRecord, scope: CascadeScope, page_size: int) -> bool:
-    """Read the next index page and remember its triggers that still exist in the scope."""
+def _plan(record: CascadeRecord, scope: CascadeScope, page_size: int) -> dict[str, TriggerRecord] | None:
+    """Read the next index page and remember its triggers that still exist in the scope; returns them
+    as read (None when another run of the page moved on first)."""
     index_page = cascade_store.scope_page(scope, record.cursor, page_size)
     present = cascade_store.read_triggers(index_page.trigger_pks) if index_page.trigger_pks else {}
     planned = [present[pk] for pk in index_page.trigger_pks if pk in present and _in_scope(scope, present[pk])]
-    return cascade_store.plan_page(record, planned, index_page.next_cursor)
+    if not cascade_store.plan_page(record, planned, index_page.next_cursor):
+        return None
+    return {str(trigger.pk): trigger for trigger in planned}
 
 
-def _work(deps: Deps, record: CascadeRecord, scope: CascadeScope) -> PageCounts:
-    """Cancel and delete the planned triggers; a planned one already gone was deleted by this page before."""
+def _work(
+    deps: Deps, record: CascadeRecord, scope: CascadeScope, just_read: dict[str, TriggerRecord] | None
+) -> PageCounts:
+    """Cancel and delete the planned triggers. A plan picked up again after a crash is read again,
+    and a planned trigger gone by then was deleted by this page before."""
     planned: dict[str, str] = {
         str(pk): str(incarnation)
         for pk, incarnation in zip(record.plan or [], record.plan_incarnations or [], strict=True)
     }
-    present = cascade_store.read_triggers(list(planned)) if planned else {}
-    deleted = sum(1 for pk in planned if pk not in present)
-    ours = [t for pk, t in present.items() if t.incarnation == planned[pk] and _in_scope(scope, t)]
+    deleted = 0
+    present = just_read
+    if present is None:
+        present = cascade_store.read_triggers(list(planned)) if planned else {}
+        deleted = sum(1 for pk in planned if pk not in present)
+    ours = [t for pk, t in present.items() if pk in planned and t.incarnation == planned[pk] and _in_scope(scope, t)]
     with_open_runs = cascade_store.open_partitions(ours) if ours else set()
     reason = f"cancelled by cascade {record.cascade_id}: {scope.describe()} was deleted"
     cancelled = stopped = 0
@@ -211,11 +220,13 @@ def page(deps: Deps, step: CascadeStep, time_left: Callable[[], float], page_siz
         raise NotFoundError(f"Cascade '{step.cascade_id}' not found")
     scope = cascade_store.scope_of(record)
     size = page_size or deps.settings.cascade_page_size
+    just_read: dict[str, TriggerRecord] | None = None
     while record.state != COMPLETED:
         if record.plan is None:
-            _plan(record, scope, size)
+            just_read = _plan(record, scope, size)
             continue
-        counts = _work(deps, record, scope)
+        counts = _work(deps, record, scope, just_read)
+        just_read = None
         if not record.plan_is_last:
             if cascade_store.commit_page(record, counts) and time_left() < PAGE_TIME_MARGIN_SECONDS:
                 return step.model_copy(update={"done": False, "wait_seconds": 0})

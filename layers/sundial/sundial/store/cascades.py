@@ -130,15 +130,21 @@ def scope_page(scope: CascadeScope, cursor: dict[str, str] | None, limit: int) -
             filter_condition=TriggerRecord.ref == scope.ref if scope.kind == "ref" else None,
             limit=limit,
             last_evaluated_key=start,
+            attributes_to_get=["pk"],
         )
     pks = [str(item.pk) for item in results]
     last = results.last_evaluated_key
     return IndexPage(pks, {name: value["S"] for name, value in last.items()} if last else None)
 
 
+# What a cascade reads of a trigger: where it is, which incarnation, and its scopes.
+CASCADE_VIEW = ["pk", "tenant_id", "project_id", "agent_id", "trigger_id", "incarnation", "ref", "run_as_user_id"]
+
+
 def read_triggers(pks: list[str]) -> dict[str, TriggerRecord]:
-    """The triggers that still exist, by strongly consistent reads."""
-    return {str(record.pk): record for record in TriggerRecord.batch_get(pks, consistent_read=True)}
+    """The triggers that still exist, by strongly consistent reads of only what a cascade needs."""
+    found = TriggerRecord.batch_get(pks, consistent_read=True, attributes_to_get=CASCADE_VIEW)
+    return {str(record.pk): record for record in found}
 
 
 def open_partitions(triggers: Iterable[TriggerRecord]) -> set[str]:
