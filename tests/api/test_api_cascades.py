@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sundial.services import cascades
 from sundial.store.records import InvocationRecord, TriggerRecord
 
 from tests.api_support import DAILY, PROJECT_BASE, assert_error, raw_trigger
@@ -169,3 +170,21 @@ def test_only_an_admin_may_cascade_or_read_a_cascade(api: ApiClient) -> None:
         api.request("GET", f"/tenants/acme/cascades/{accepted.body['cascadeId']}", claims=editor), 403, "forbidden"
     )
     assert_error(api.request("GET", "/tenants/acme/cascades/csc_missing", claims=ADMIN), 404, "not_found")
+
+
+def test_moving_a_trigger_into_a_running_cascades_scope_is_refused_and_onto_an_old_one_is_not(
+    api: ApiClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(api, BASE, "mover", ref="main")
+    old = api.request("DELETE", PROJECT_BASE, query={"ref": "release"}, claims=ADMIN)
+    drive(stack, monkeypatch, "acme", old.body["cascadeId"])
+    running = api.request("DELETE", PROJECT_BASE, query={"ref": "feature/y"}, claims=ADMIN)
+
+    refused = api.request("PATCH", f"{BASE}/mover", {"ref": "feature/y"}, claims=ADMIN)
+    moved = api.request("PATCH", f"{BASE}/mover", {"ref": "release"}, claims=ADMIN)
+
+    assert running.body["cascadeId"] in assert_error(refused, 409, "conflict")["message"]
+    assert moved.status == 200, moved.body
+    stored = TriggerRecord.get("acme#mover", consistent_read=True)
+    assert (stored.ref, stored.ref_since) == ("release", stack.clock())
+    assert cascades.covering_tombstone(stored) is None  # the old cascade is from before the move
