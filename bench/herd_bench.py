@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sundial_local.template import ASL_PATH
+from sundial_local.template import asl_path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "herd.json"
 THROTTLE_ERROR = "Lambda.TooManyRequestsException"
@@ -118,7 +118,7 @@ def throttle_retrier(asl: dict[str, Any], state: str = "Attempt") -> dict[str, A
 
 
 def current_retrier(state: str = "Attempt") -> dict[str, Any]:
-    return throttle_retrier(json.loads(ASL_PATH.read_text()), state)
+    return throttle_retrier(json.loads(asl_path().read_text()), state)
 
 
 @dataclass(frozen=True)

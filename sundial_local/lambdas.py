@@ -1,4 +1,4 @@
-"""Runs the runner's Lambda Tasks in-process: moto's Step Functions interpreter calls the real handlers.
+"""Runs the state machines' Lambda Tasks in-process: moto's Step Functions interpreter calls the real handlers.
 
 moto sends every Lambda Task to `LambdaSimpleBackend.invoke`, which by default echoes its payload.
 `routed_lambdas` replaces it for the duration of a `with` block: a call to one of the runner
@@ -21,7 +21,7 @@ from unittest import mock
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
-from sundial_local.template import runner_function_handlers
+from sundial_local.template import state_machine_function_handlers
 
 Handler = Callable[[Any, Any], Any]
 FUNCTION_ERROR_HEADER = "x-amz-function-error"
@@ -59,13 +59,13 @@ def _function_name(name_or_arn: str) -> str:
 
 
 def handler_routes(function_arns: dict[str, str]) -> dict[str, str]:
-    """Function name → handler spec, for the runner functions created with `function_arns`.
+    """Function name → handler spec, for the state machines' functions created with `function_arns`.
 
     `function_arns` maps the template's DefinitionSubstitutions keys to the ARNs given to them.
     """
     return {
         _function_name(function_arns[key]): spec
-        for key, spec in runner_function_handlers().items()
+        for key, spec in state_machine_function_handlers().items()
         if key in function_arns
     }
 

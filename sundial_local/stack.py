@@ -30,7 +30,7 @@ from sundial_local import state
 from sundial_local.config import ACCOUNT, REGION, LocalConfig
 from sundial_local.demo_agent import DemoAgent
 from sundial_local.gateway import ApiGateway, TokenIssuer
-from sundial_local.template import ROOT, create_state_machine, create_tables, resource
+from sundial_local.template import CASCADE, ROOT, RUNNER, create_state_machine, create_tables, resource
 from sundial_local.token import issue_token
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ HOST = "127.0.0.1"
 TRIGGERS_TABLE = "sundial-triggers"
 INVOCATIONS_TABLE = "sundial-invocations"
 STATE_MACHINE_NAME = "sundial-runner"
+CASCADE_STATE_MACHINE_NAME = "sundial-cascade"
 MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 DISPATCH_EVENT_PATH = ROOT / "events" / "dispatch_tick.json"
 EXECUTION_ENDED_EVENT_PATH = ROOT / "events" / "runner_execution_ended.json"
@@ -70,8 +71,16 @@ def function_arn(logical_id: str) -> str:
 
 
 def runner_function_arns() -> dict[str, str]:
-    """The state machine's DefinitionSubstitutions, resolved to local Lambda ARNs as CloudFormation would."""
-    substitutions = resource("RunnerStateMachine")["Properties"]["DefinitionSubstitutions"]
+    return state_machine_function_arns(RUNNER)
+
+
+def cascade_function_arns() -> dict[str, str]:
+    return state_machine_function_arns(CASCADE)
+
+
+def state_machine_function_arns(logical_id: str) -> dict[str, str]:
+    """A state machine's DefinitionSubstitutions, resolved to local Lambda ARNs as CloudFormation would."""
+    substitutions = resource(logical_id)["Properties"]["DefinitionSubstitutions"]
     arns: dict[str, str] = {}
     for key, value in substitutions.items():
         target = value["Fn::GetAtt"]
@@ -125,7 +134,16 @@ def describe_start(run: dict[str, Any]) -> str:
 
 
 def describe_step(step: str, event: dict[str, Any], result: dict[str, Any]) -> tuple[int, str]:
-    """A log level and a line for what a runner step decided."""
+    """A log level and a line for what a runner (or cascade) step decided."""
+    if step == "page":
+        if result.get("done"):
+            return logging.INFO, f"cascade {result.get('cascadeId')}: completed"
+        if result.get("waitSeconds"):
+            return (
+                logging.INFO,
+                f"cascade {result.get('cascadeId')}: pass done, reads again in {result['waitSeconds']} s",
+            )
+        return logging.DEBUG, f"cascade {result.get('cascadeId')}: more pages to go"
     if step == "prepare":
         run = event.get("input") or {}
         return logging.DEBUG, f"run {_run_name(run)} for {run.get('scheduledFor')}: pending"
@@ -360,6 +378,7 @@ def set_environment(
     agent_run_url: str,
     agent_run_token: str,
     state_machine_arn: str = "",
+    cascade_state_machine_arn: str = "",
     console_dev_sign_in: bool = False,
 ) -> None:
     """Give the functions their settings and point every AWS client in this process at moto: at the
@@ -381,6 +400,7 @@ def set_environment(
             "TRIGGERS_TABLE": TRIGGERS_TABLE,
             "INVOCATIONS_TABLE": INVOCATIONS_TABLE,
             "STATE_MACHINE_ARN": state_machine_arn,
+            "CASCADE_STATE_MACHINE_ARN": cascade_state_machine_arn,
             "AGENT_RUN_URL": agent_run_url,
             "AGENT_RUN_TOKEN": agent_run_token,
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -450,11 +470,13 @@ class LocalStack:
         sfn: SFNClient = session.client("stepfunctions")
         create_tables(dynamodb, TRIGGERS_TABLE, INVOCATIONS_TABLE)
         state_machine_arn = create_state_machine(sfn, STATE_MACHINE_NAME, runner_function_arns())
+        cascade_arn = create_state_machine(sfn, CASCADE_STATE_MACHINE_NAME, cascade_function_arns(), CASCADE)
         set_environment(
             moto_port=moto_port,
             agent_run_url=agent_url,
             agent_run_token=agent_token,
             state_machine_arn=state_machine_arn,
+            cascade_state_machine_arn=cascade_arn,
             console_dev_sign_in=self.config.uses_dev_secret,
         )
         self._restore(dynamodb)
@@ -541,7 +563,7 @@ class LocalStack:
         import runner_handler
 
         self._api = api_handler.lambda_handler
-        routes = self._exit.enter_context(routed_lambdas(runner_function_arns()))
+        routes = self._exit.enter_context(routed_lambdas({**runner_function_arns(), **cascade_function_arns()}))
         self._exit.enter_context(logged_runner_steps(routes, after=self._save_quietly))
         self._exit.enter_context(precise_timestamp_waits())
         return dispatch_handler.lambda_handler, runner_handler.sweep_handler, runner_handler.execution_ended_handler

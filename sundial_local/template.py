@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
-ASL_PATH = ROOT / "statemachine" / "runner.asl.json"
 RUNNER_ROLE_ARN = "arn:aws:iam::123456789012:role/sundial-runner"
+RUNNER = "RunnerStateMachine"
+CASCADE = "CascadeStateMachine"
+STATE_MACHINES = (RUNNER, CASCADE)
 
 
 class _CloudFormationLoader(yaml.SafeLoader):
@@ -72,32 +74,43 @@ def create_tables(client: DynamoDBClient, triggers_table: str, invocations_table
             client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
 
-def state_machine_definition(function_arns: dict[str, str]) -> str:
-    """The ASL file with the template's DefinitionSubstitutions applied, as CloudFormation would."""
-    substitutions = resource("RunnerStateMachine")["Properties"]["DefinitionSubstitutions"]
+def asl_path(logical_id: str = RUNNER) -> Path:
+    """The ASL file the template's state machine is defined by (its DefinitionUri)."""
+    return ROOT / resource(logical_id)["Properties"]["DefinitionUri"]
+
+
+def state_machine_definition(function_arns: dict[str, str], logical_id: str = RUNNER) -> str:
+    """The state machine's ASL file with its DefinitionSubstitutions applied, as CloudFormation would."""
+    properties = resource(logical_id)["Properties"]
+    substitutions = properties["DefinitionSubstitutions"]
     missing = set(substitutions) - set(function_arns)
     if missing:
         raise KeyError(f"no ARN given for substitutions {sorted(missing)}")
-    text = ASL_PATH.read_text()
+    text = asl_path(logical_id).read_text()
     text = re.sub(r"\$\{(\w+)\}", lambda match: function_arns.get(match.group(1), match.group(0)), text)
     json.loads(text)
     return text
 
 
-def create_state_machine(client: SFNClient, name: str, function_arns: dict[str, str]) -> str:
+def create_state_machine(client: SFNClient, name: str, function_arns: dict[str, str], logical_id: str = RUNNER) -> str:
     created = client.create_state_machine(
         name=name,
-        definition=state_machine_definition(function_arns),
+        definition=state_machine_definition(function_arns, logical_id),
         roleArn=RUNNER_ROLE_ARN,
         type="STANDARD",
     )
     return created["stateMachineArn"]
 
 
-def runner_function_handlers() -> dict[str, str]:
-    """DefinitionSubstitutions key → the runner function's handler (`module.function`)."""
-    substitutions = resource("RunnerStateMachine")["Properties"]["DefinitionSubstitutions"]
+def state_machine_function_handlers() -> dict[str, str]:
+    """DefinitionSubstitutions key → the handler (`module.function`) of the function it names, for
+    every state machine of the template (their keys differ)."""
     handlers: dict[str, str] = {}
+    substitutions = {
+        key: value
+        for logical_id in STATE_MACHINES
+        for key, value in resource(logical_id)["Properties"]["DefinitionSubstitutions"].items()
+    }
     for key, value in substitutions.items():
         logical_id = (
             value["Fn::GetAtt"].split(".")[0] if isinstance(value["Fn::GetAtt"], str) else value["Fn::GetAtt"][0]

@@ -30,6 +30,7 @@ from tests.conftest import (
     ApiResponse,
     FakeClock,
     Stack,
+    create_cascade_state_machine,
     make_settings,
 )
 
@@ -70,6 +71,7 @@ class WarmAws:
         create_tables(self.stack.dynamodb, settings.triggers_table, settings.invocations_table)
         arn = create_state_machine(self.stack.sfn, "sundial-runner", RUNNER_FUNCTION_ARNS)
         assert arn == settings.state_machine_arn
+        create_cascade_state_machine(self.stack.sfn, settings)
         self.stack.clock.set(START)
         self.stack.extra.clear()
         return self.stack

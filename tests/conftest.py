@@ -22,11 +22,13 @@ from sundial.settings import Settings
 
 from sundial_local.config import ACCOUNT, REGION
 from sundial_local.lambdas import LocalLambdaContext
-from sundial_local.stack import MOTO_CONFIG, runner_function_arns
-from sundial_local.template import create_state_machine, create_tables
+from sundial_local.stack import MOTO_CONFIG, cascade_function_arns, runner_function_arns
+from sundial_local.template import CASCADE, create_state_machine, create_tables
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 RUNNER_FUNCTION_ARNS = runner_function_arns()
+CASCADE_FUNCTION_ARNS = cascade_function_arns()
+CASCADE_STATE_MACHINE = "sundial-cascade"
 # The bus run events go to in tests: moto's own default bus, which needs no set-up.
 TEST_RUN_EVENTS_BUS = "default"
 # moto with the local stack's settings, but recording executions instead of running them: the tests
@@ -96,6 +98,7 @@ def make_settings(state_machine_arn: str, **overrides: Any) -> Settings:
         "INVOCATIONS_TABLE": "test-invocations",
         "AWS_REGION": REGION,
         "STATE_MACHINE_ARN": state_machine_arn,
+        "CASCADE_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{CASCADE_STATE_MACHINE}",
         "DUE_SHARD_COUNT": 4,
         "AGENT_RUN_URL": "http://127.0.0.1:9/unused",
         "AGENT_RUN_TOKEN": "test-token",
@@ -115,6 +118,7 @@ def build_stack(clock: FakeClock) -> Stack:
     create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
     arn = create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS)
     settings = make_settings(arn)
+    create_cascade_state_machine(sfn, settings)
     deps = Deps(settings, clock=clock, sfn_factory=lambda: sfn)
     return Stack(settings, deps, clock, sfn, dynamodb)
 
@@ -123,6 +127,12 @@ def build_stack(clock: FakeClock) -> Stack:
 def stack(aws: None, clock: FakeClock) -> Stack:
     """Tables from template.yaml, the runner state machine from the ASL file, and Deps on a fake clock."""
     return build_stack(clock)
+
+
+def create_cascade_state_machine(sfn: Any, settings: Settings) -> None:
+    """The cascade state machine from its ASL file, at the ARN the settings name."""
+    arn = create_state_machine(sfn, CASCADE_STATE_MACHINE, CASCADE_FUNCTION_ARNS, CASCADE)
+    assert arn == settings.cascade_state_machine_arn
 
 
 @dataclass

@@ -33,7 +33,14 @@ from sundial.store.dispatch import DispatchStore, DueRow, DynamoDispatchStore
 from sundial.store.records import ShardMarkerRecord, TriggerRecord, due_shard_for, trigger_pk
 
 from sundial_local.template import create_state_machine, create_tables
-from tests.conftest import MOTO_RECORDING_ONLY, REGION, RUNNER_FUNCTION_ARNS, FakeClock, make_settings
+from tests.conftest import (
+    MOTO_RECORDING_ONLY,
+    REGION,
+    RUNNER_FUNCTION_ARNS,
+    FakeClock,
+    create_cascade_state_machine,
+    make_settings,
+)
 
 PATH = AgentPath("acme", "website", "reporter")
 EDITOR = Principal("alice", "acme", frozenset({"editor"}))
@@ -85,6 +92,7 @@ def dispatch_env(clock: FakeClock, **overrides: Any) -> Iterator[DispatchEnv]:
         create_tables(dynamodb, settings.triggers_table, settings.invocations_table)
         arn = create_state_machine(sfn, "sundial-runner", RUNNER_FUNCTION_ARNS)
         settings = make_settings(arn, **overrides)
+        create_cascade_state_machine(sfn, settings)
         deps = Deps(settings, clock=clock, sfn_factory=lambda: sfn)
         yield DispatchEnv(settings, deps, clock, sfn, dynamodb)
 

@@ -91,12 +91,17 @@ def granted(transformed: dict[str, Any], role: str) -> set[tuple[str, str]]:
 
 
 @contextmanager
-def recorded_aws_calls(tables: dict[str, str], state_machine_arn: str) -> Iterator[set[tuple[str, str]]]:
+def recorded_aws_calls(
+    tables: dict[str, str], state_machine_arn: str, cascade_state_machine_arn: str = ""
+) -> Iterator[set[tuple[str, str]]]:
     """Every AWS call made inside, as `(service:Operation, Logical[/index/name|:execution])` like `granted`.
 
     `tables` maps table names to the template's logical ids. Patched below the SDK's stubs, so moto
     still answers and nothing is left out.
     """
+    machines = {state_machine_arn: "RunnerStateMachine"}
+    if cascade_state_machine_arn:
+        machines[cascade_state_machine_arn] = "CascadeStateMachine"
     calls: set[tuple[str, str]] = set()
     make_api_call = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]  # private, unstubbed
 
@@ -110,9 +115,9 @@ def recorded_aws_calls(tables: dict[str, str], state_machine_arn: str) -> Iterat
         elif service == "stepfunctions":
             target = params.get("stateMachineArn") or params["executionArn"]
             execution = target.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
-            assert state_machine_arn in (target, execution), target
-            suffix = ":execution" if target != state_machine_arn else ""
-            calls.add((f"states:{operation}", f"RunnerStateMachine{suffix}"))
+            machine = machines.get(target) or machines[execution]
+            suffix = ":execution" if target not in machines else ""
+            calls.add((f"states:{operation}", f"{machine}{suffix}"))
         elif service == "events":
             assert all(entry["EventBusName"] == TEST_RUN_EVENTS_BUS for entry in params["Entries"]), params
             calls.add((f"events:{operation}", RUN_EVENTS_BUS))

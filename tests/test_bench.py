@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bench import dispatch_bench, dispatch_cpu_bench, herd_bench, list_bench, runner_bench
-from sundial_local.template import ASL_PATH
+from sundial_local.template import asl_path
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_the_dispatch_doc_shows_the_figures_in_the_results() -> None:
 
 def test_the_herd_bench_models_the_throttle_retrier_every_lambda_task_has() -> None:
     """The bench reads the Attempt Task's retrier from the file; Prepare and Finalize must retry alike."""
-    asl = json.loads(ASL_PATH.read_text())
+    asl = json.loads(asl_path().read_text())
     tasks = [name for name, state in asl["States"].items() if state["Type"] == "Task"]
     modelled = herd_bench.current_retrier()
     assert modelled["ErrorEquals"] == [herd_bench.THROTTLE_ERROR]

@@ -15,7 +15,9 @@ import pytest
 from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
 from sundial.contracts.execution import ExecutionInput
 from sundial.deps import Deps
-from sundial.services import invocations, runner
+from sundial.domain.auth import Principal
+from sundial.domain.cascade import CascadeScope
+from sundial.services import cascades, invocations, runner
 
 from tests.conftest import START, FakeClock, make_settings
 from tests.dispatch_support import EDITOR, PATH, DispatchEnv, create, dispatch_env, dispatcher, executions
@@ -105,3 +107,27 @@ def test_each_runner_step_is_granted_exactly_what_it_uses(env: DispatchEnv, tran
     with recorded_aws_calls(tables(env), env.state_machine_arn) as finalize_calls:
         assert runner.finalize(env.deps, broken).outcome == "failed"
     assert_granted_exactly(transformed, "RunnerFinalizeFunctionRole", finalize_calls)
+
+
+def test_the_cascade_step_is_granted_exactly_what_it_uses(env: DispatchEnv, transformed: dict[str, Any]) -> None:
+    """Pages by project (by_project) and by runAs user (by_run_as), cancelling a run and stopping its execution."""
+    admin = Principal("carol", "acme", frozenset({"admin"}))
+    create(env, id="mine", cron_expression="0 15 * * *", run_as_user_id="alice")
+    create(env, id="other", cron_expression="0 15 * * *")
+    invocations.run_now(env.deps, EDITOR, PATH, "mine", None)
+    invocations.run_now(env.deps, EDITOR, PATH, "other", None)
+    accepted = [
+        cascades.request(env.deps, admin, scope, None).cascade_id
+        for scope in (CascadeScope.user("acme", "alice"), CascadeScope.project("acme", "website"))
+    ]
+    with recorded_aws_calls(tables(env), env.state_machine_arn) as calls:
+        for cascade_id in accepted:
+            step = cascades.CascadeStep(tenant_id="acme", cascade_id=cascade_id)
+            while not step.done:
+                step = cascades.page(env.deps, step, time_left=lambda: 900.0)
+    token = frozenset({("secretsmanager:GetSecretValue", "AgentRunTokenSecretArn")})  # tells no agent here
+    assert_granted_exactly(transformed, "CascadeFunctionRole", calls, unexercised=token)
+    assert [
+        execution["status"]
+        for execution in env.sfn.list_executions(stateMachineArn=env.state_machine_arn)["executions"]
+    ] == ["ABORTED", "ABORTED"]

@@ -38,6 +38,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", f"{INVOCATION}/cancel"): ("200", None),
     ("post", f"{INVOCATION}/rerun"): ("202", None),
     ("post", "/schedule-preview"): ("200", "SchedulePreviewRequest"),
+    ("delete", "/tenants/{tenant_id}/projects/{project_id}/scheduled-triggers"): ("202", None),
+    ("delete", AGENT): ("202", None),
+    ("delete", "/tenants/{tenant_id}/users/{user_id}/scheduled-triggers"): ("202", None),
+    ("get", "/tenants/{tenant_id}/cascades/{cascade_id}"): ("200", None),
 }
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 

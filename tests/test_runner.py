@@ -26,7 +26,7 @@ from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
 from sundial.store.records import InvocationRecord, TriggerRecord, invocation_partition, trigger_pk
 
-from sundial_local.template import ASL_PATH, resource
+from sundial_local.template import asl_path, resource
 from tests.api_support import incarnation_of, registered_open
 from tests.conftest import BASE, ApiClient, Stack, make_settings
 from tests.runner_support import (
@@ -566,7 +566,7 @@ def test_a_superseded_one_time_occurrence_leaves_the_re_scheduled_trigger_enable
 def test_cascading_cancels_do_not_use_up_a_one_time_occurrence(harness: Harness, api: ApiClient) -> None:
     """A delete cancels the trigger's runs and then deletes the trigger: there is nothing to disable."""
     trigger = create(api, cronExpression=None, runAt=AT_TEXT)
-    cancelled: list[int] = []
+    cancelled: list[cancellation.Cancelled] = []
 
     def cascade(_execution_arn: str) -> None:
         cancelled.append(
@@ -578,7 +578,7 @@ def test_cascading_cancels_do_not_use_up_a_one_time_occurrence(harness: Harness,
     harness.waits.hooks["WaitUntilScheduled"] = cascade
     run = harness.run_scheduled("acme", trigger["id"], AT)
 
-    assert (cancelled, run.status, run.invocation().status) == ([1], "ABORTED", "cancelled")
+    assert (cancelled, run.status, run.invocation().status) == ([cancellation.Cancelled(1, 1)], "ABORTED", "cancelled")
     row = TriggerRecord.get(trigger_pk("acme", trigger["id"]))
     assert (row.enabled, row.schedule_version, row.revision) == (True, 1, 1)
 
@@ -811,7 +811,7 @@ TRANSIENT_RETRIER = {
 
 
 def test_the_state_machine_retries_transient_lambda_errors_and_catches_everything_else() -> None:
-    asl = json.loads(ASL_PATH.read_text())
+    asl = json.loads(asl_path().read_text())
     tasks = {name: state for name, state in asl["States"].items() if state["Type"] == "Task"}
     assert set(tasks) == {"Prepare", "Attempt", "Finalize"}
     for name, task in tasks.items():
@@ -829,7 +829,7 @@ def test_the_state_machine_retries_transient_lambda_errors_and_catches_everythin
     assert asl["States"]["WaitUntilScheduled"]["TimestampPath"] == "$.startsAt"
     properties = resource("RunnerStateMachine")["Properties"]
     assert (properties["Type"], properties["DefinitionUri"]) == ("STANDARD", "statemachine/runner.asl.json")
-    assert set(properties["DefinitionSubstitutions"]) == set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text()))
+    assert set(properties["DefinitionSubstitutions"]) == set(re.findall(r"\$\{(\w+)\}", asl_path().read_text()))
 
 
 def test_a_failed_scheduled_run_pauses_a_trigger_that_asks_for_it(harness: Harness, api: ApiClient) -> None:

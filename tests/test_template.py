@@ -21,7 +21,7 @@ from sundial.store.records import DUE_INDEX_ATTRIBUTES, InvocationRecord, OpenRe
 from sundial_local import gateway
 from sundial_local.template import load_template, resource
 from tests.api_support import DAILY, WarmAws
-from tests.conftest import BASE, START, ApiClient
+from tests.conftest import BASE, START, ApiClient, token_claims
 from tests.template_support import (
     ROOT,
     TEMPLATE_PATH,
@@ -338,6 +338,9 @@ def _exercise_every_route(api: ApiClient) -> None:
         api.request("POST", f"{invocation}/rerun"),
         api.request("DELETE", f"{BASE}/t1"),
     ]
+    admin = token_claims("carol", "[admin]")
+    cascade = api.request("DELETE", BASE.rsplit("/agents/", 1)[0] + "/scheduled-triggers", claims=admin)
+    ok += [cascade, api.request("GET", f"/tenants/acme/cascades/{cascade.body['cascadeId']}", claims=admin)]
     assert [response.status for response in ok if response.status >= 300] == []
 
 
@@ -349,7 +352,9 @@ def test_api_function_is_granted_exactly_what_its_code_uses(
         stack = warm.fresh_stack()
         monkeypatch.setattr(api_handler, "deps", lambda: stack.deps)
         tables = {stack.settings.triggers_table: "TriggersTable", stack.settings.invocations_table: "InvocationsTable"}
-        recording = recorded_aws_calls(tables, stack.settings.state_machine_arn)
+        recording = recorded_aws_calls(
+            tables, stack.settings.state_machine_arn, stack.settings.cascade_state_machine_arn
+        )
         stack.clock.set(START)
         with recording as calls:
             _exercise_every_route(ApiClient())

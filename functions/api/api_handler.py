@@ -2,8 +2,8 @@
 
 Request flow: the gate (`api_gate`, middleware) admits the caller, the route validates its input with
 pydantic and calls one use case of the `sundial` package, and `api_errors` maps every error to its
-status. The routes live in `api_routes_triggers` and `api_routes_invocations`; the console's files in
-`api_routes_console`.
+status. The routes live in `api_routes_triggers`, `api_routes_invocations` and `api_routes_cascades`; the
+console's files in `api_routes_console`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import api_errors
 import api_openapi
+import api_routes_cascades
 import api_routes_console
 import api_routes_invocations
 import api_routes_triggers
@@ -36,6 +37,7 @@ api_openapi.configure(app)
 app.use(middlewares=[gate])
 app.include_router(api_routes_triggers.router)
 app.include_router(api_routes_invocations.router)
+app.include_router(api_routes_cascades.router)
 app.include_router(api_routes_console.router)
 api_errors.register(app)
 

@@ -27,7 +27,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Malformed JSON, a body that is not an object, contradictory fields, or a bad cursor",
     401: "No or invalid bearer token",
     403: "Another tenant's path, or a role that may not do this",
-    404: "No such trigger or invocation",
+    404: "No such trigger, invocation or cascade",
     409: "Conflicts with the resource's current state",
     413: f"Request body larger than {MAX_BODY_BYTES} bytes",
     415: "Request body that is not application/json",
@@ -35,12 +35,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "Step Functions did not accept the run; the invocation is recorded as failed and the request may be repeated",
 }
 # The groups of operations, in the order the docs page lists them.
-TRIGGERS, SCHEDULES, RUNS, INVOCATIONS = "Triggers", "Schedules", "Runs", "Invocations"
+TRIGGERS, SCHEDULES, RUNS, INVOCATIONS, CASCADES = "Triggers", "Schedules", "Runs", "Invocations", "Cascades"
 TAGS = (
     Tag(name=TRIGGERS, description="Create, list, read, change and delete scheduled triggers"),
     Tag(name=SCHEDULES, description="When triggers run: an agent's upcoming runs, and a preview of any schedule"),
     Tag(name=RUNS, description="Run a trigger now, re-run a finished invocation, or cancel an unfinished one"),
     Tag(name=INVOCATIONS, description="Run history: a trigger's or a project's invocations, each with its attempts"),
+    Tag(name=CASCADES, description="Admin: delete every trigger of a project, branch, agent or runAs user"),
 )
 READ_ERRORS = (401, 403, 422)
 BODY_ERRORS = (400, 401, 403, 413, 415, 422)

@@ -13,8 +13,10 @@ import pytest
 from sundial.contracts.api import TriggerCreate
 from sundial.deps import Deps
 from sundial.domain.auth import Principal
+from sundial.domain.cascade import CascadeScope
 from sundial.services import triggers
 from sundial.settings import Settings
+from sundial.store import cascades as cascade_store
 
 from tests.api_support import (
     DAILY,
@@ -39,6 +41,7 @@ SUBJECT_BY_ROLE = {"viewer": "victor", "editor": "alice", "admin": "carol"}
 class Seeded:
     pending: str
     finished: str
+    cascade: str = "csc_seeded"
 
 
 @pytest.fixture
@@ -52,7 +55,11 @@ def seeded(stack: Stack) -> Seeded:
     )
     pending = seed_invocation(stack, "t1", START - timedelta(minutes=1), "pending")
     finished = seed_invocation(stack, "t1", START - timedelta(days=1), "completed")
-    return Seeded(pending.invocation_id, finished.invocation_id)
+    # A finished cascade of another project, for its progress route.
+    cascade = cascade_store.new_record(CascadeScope.project("acme", "retired"), "csc_seeded", "api", START)
+    cascade.state = cascade_store.COMPLETED
+    assert cascade_store.create(cascade)
+    return Seeded(pending.invocation_id, finished.invocation_id, cascade.cascade_id)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Route:
     body: dict[str, Any] | None = None
     writes: bool = False
     tenant_scoped: bool = True
+    admin_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def url(self, seeded: Seeded, trigger_id: str = "t1", invocation: str | None = None) -> str:
@@ -71,6 +79,8 @@ class Route:
             trigger=trigger_id,
             pending=invocation or seeded.pending,
             finished=invocation or seeded.finished,
+            cascade=seeded.cascade,
+            user="bob",
         )
 
 
@@ -93,6 +103,10 @@ ROUTES = [
     Route("rerun", "POST", f"{TRIGGER}/invocations/{{finished}}/rerun", 202, writes=True),
     Route("backfill", "POST", f"{TRIGGER}/backfill", 202, BACKFILL_TWO_DAYS, writes=True),
     Route("schedule-preview", "POST", "/schedule-preview", 200, {"cronExpression": "0 9 * * *"}, tenant_scoped=False),
+    Route("cascade-project", "DELETE", PROJECT_BASE, 202, writes=True, admin_only=True),
+    Route("cascade-agent", "DELETE", BASE, 202, writes=True, admin_only=True),
+    Route("cascade-user", "DELETE", "/tenants/acme/users/{user}/scheduled-triggers", 202, writes=True, admin_only=True),
+    Route("get-cascade", "GET", "/tenants/acme/cascades/{cascade}", 200, admin_only=True),
 ]
 TENANT_ROUTES = [route for route in ROUTES if route.tenant_scoped]
 # Served without a token (SPEC §3): the API's description, its docs page and the console's files;
@@ -126,9 +140,9 @@ def test_the_table_above_covers_every_route_the_app_has() -> None:
     normalised = {
         (
             method,
-            path.replace("/tenants/acme/projects/website/agents/reporter", "/tenants/{}/projects/{}/agents/{}").replace(
-                "/tenants/acme/projects/website", "/tenants/{}/projects/{}"
-            ),
+            path.replace("/tenants/acme/projects/website/agents/reporter", "/tenants/{}/projects/{}/agents/{}")
+            .replace("/tenants/acme/projects/website", "/tenants/{}/projects/{}")
+            .replace("/tenants/acme/", "/tenants/{}/"),
         )
         for method, path in tested
     }
@@ -152,7 +166,7 @@ def _expected(route: Route, role: str | None) -> tuple[int, str | None]:
         return 401, "unauthorized"
     if not route.tenant_scoped:
         return route.success, None
-    if role == "none" or (route.writes and role == "viewer"):
+    if role == "none" or (route.writes and role == "viewer") or (route.admin_only and role != "admin"):
         return 403, "forbidden"
     return route.success, None
 

@@ -395,7 +395,8 @@ def test_patch_ref_alone_touches_nothing_else(api: ApiClient, stack: Stack) -> N
     after = raw_trigger(stack, "t1")
     assert after is not None
     changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
-    assert changed == {"ref", "revision"}  # updated_at is the same instant: the clock did not move
+    # updated_at is the same instant (the clock did not move); ref_since says since when it runs on this branch
+    assert changed == {"ref", "revision", "ref_since"}
     assert after["ref"] == "hotfix-42"
 
 

@@ -37,6 +37,9 @@ class Settings(BaseModel):
     dispatch_time_margin_seconds: float = Field(10.0, ge=0, alias="DISPATCH_TIME_MARGIN_SECONDS")
     # A backfill starts its runs this many at a time, so 1,000 fit well inside the API's time limit.
     backfill_concurrency: int = Field(8, ge=1, le=64, alias="BACKFILL_CONCURRENCY")
+    # The cascade state machine (its Page Task reads this many index entries at a time).
+    cascade_state_machine_arn: str = Field("", alias="CASCADE_STATE_MACHINE_ARN")
+    cascade_page_size: int = Field(200, ge=1, le=1000, alias="CASCADE_PAGE_SIZE")
     claim_lease_seconds: int = Field(60, ge=5, le=600, alias="CLAIM_LEASE_SECONDS")
     invocation_retention_days: int = Field(90, ge=1, alias="INVOCATION_RETENTION_DAYS")
     tenant_claim: str = Field("tenant_id", alias="TENANT_CLAIM")

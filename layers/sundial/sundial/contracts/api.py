@@ -763,6 +763,67 @@ class SchedulePreview(ApiModel):
     schedule_description: str
 
 
+CascadeScopeKind = Literal["project", "agent", "ref", "user"]
+CascadeState = Literal["running", "completed"]
+
+
+class CascadeAccepted(ApiModel):
+    field_docs: ClassVar[dict[str, FieldDoc]] = {
+        "cascade_id": FieldDoc(
+            "Id of the cascade; a repeat with the same Idempotency-Key gets the first one's",
+            "csc_5d41402abc4b2a76b9719d91",
+        )
+    }
+
+    cascade_id: str
+
+
+class Cascade(ApiModel):
+    """A cascade's scope and progress (SPEC §7); the counts only grow until it is completed."""
+
+    field_docs: ClassVar[dict[str, FieldDoc]] = {
+        "cascade_id": FieldDoc("Id of the cascade", "csc_5d41402abc4b2a76b9719d91"),
+        "tenant_id": FieldDoc("Tenant whose triggers the cascade deletes", "acme"),
+        "scope": FieldDoc(
+            "What it deletes: every trigger of a project, of an agent in it, of a branch (ref) in it, "
+            "or every trigger that runs as a user",
+            "ref",
+        ),
+        "project_id": FieldDoc("The project, for the project, agent and ref scopes; null for user", "website"),
+        "agent_id": FieldDoc("The agent, for the agent scope; null otherwise", None),
+        "ref": FieldDoc("The branch, for the ref scope; null otherwise", "feature/checkout"),
+        "user_id": FieldDoc("The runAs user, for the user scope; null otherwise", None),
+        "state": FieldDoc(
+            "running until every trigger of the scope is deleted (the last pass comes a minute after the "
+            "one before, as the index may lag), then completed",
+            "running",
+        ),
+        "accepted_at": FieldDoc(
+            "When it was accepted: no trigger in the scope since before then runs afterwards", "2026-12-02T10:15:00Z"
+        ),
+        "completed_at": FieldDoc("When it completed; null while running", None),
+        "found": FieldDoc("Triggers of the scope found so far", 1200),
+        "deleted": FieldDoc("Triggers deleted so far", 1000),
+        "invocations_cancelled": FieldDoc("Unfinished invocations of those triggers cancelled so far", 14),
+        "executions_stopped": FieldDoc("Step Functions executions of those invocations stopped so far", 12),
+    }
+
+    cascade_id: str
+    tenant_id: str
+    scope: CascadeScopeKind
+    project_id: str | None
+    agent_id: str | None
+    ref: str | None
+    user_id: str | None
+    state: CascadeState
+    accepted_at: datetime
+    completed_at: datetime | None
+    found: int
+    deleted: int
+    invocations_cancelled: int
+    executions_stopped: int
+
+
 class ErrorDetail(ApiModel):
     """One problem with the request."""
 

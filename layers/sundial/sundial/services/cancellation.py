@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sundial.adapters.agent_http import AttemptOutcome
 from sundial.adapters.aws_retry import Backoff
@@ -17,15 +18,20 @@ from sundial.store.records import InvocationRecord, TriggerRecord
 logger = logging.getLogger(__name__)
 
 
-def stop_execution(deps: Deps, record: InvocationRecord, cause: str) -> None:
-    """Stop the record's execution if it still runs; an already finished or unknown one is fine."""
+def stop_execution(deps: Deps, record: InvocationRecord, cause: str) -> bool:
+    """Stop the record's execution if it still runs; an already finished or unknown one is fine.
+
+    True when Step Functions took the stop (a cascade counts it).
+    """
     if not record.execution_arn:
-        return
+        return False
     sfn = deps.sfn
     try:
         Backoff().call(lambda: sfn.stop_execution(executionArn=record.execution_arn, cause=cause))
     except sfn.exceptions.ExecutionDoesNotExist:
         logger.info("execution %s does not exist (not started yet)", record.execution_arn)
+        return False
+    return True
 
 
 def use_up(deps: Deps, tenant_id: str, trigger_id: str, incarnation: str, schedule_version: int) -> bool:
@@ -54,20 +60,25 @@ def cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool = 
     A cancelled scheduled occurrence of a one-time trigger is used up like one that ran, unless
     `use_up` is False (a delete or cascade that removes the trigger next).
     """
+    return _cancel(deps, record, reason, use_up=use_up)[0]
+
+
+def _cancel(deps: Deps, record: InvocationRecord, reason: str, *, use_up: bool) -> tuple[InvocationRecord, bool]:
+    """`cancel`, and whether this call stopped the execution."""
     if record.status == "cancelled":
-        return record
+        return record, False
     in_flight = int(record.attempt_number) + 1 if record.status == "running" else None
     if record.status in invocation_store.FINISHED or not ending.finish(deps, record, "cancelled", reason):
         invocation_store.refresh(record)
         if record.status == "cancelled":
-            return record
+            return record, False
         raise ConflictError(f"Invocation '{record.invocation_id}' is already {record.status}")
     if use_up:
         use_up_if_last(deps, record)
-    stop_execution(deps, record, reason)
+    stopped = stop_execution(deps, record, reason)
     if in_flight is not None:
         tell_agent(deps, record, in_flight)
-    return record
+    return record, stopped
 
 
 def tell_agent(deps: Deps, record: InvocationRecord, attempt_number: int) -> None:
@@ -84,13 +95,22 @@ def tell_agent(deps: Deps, record: InvocationRecord, attempt_number: int) -> Non
         logger.warning("the agent was not told of the cancel of %s: %s", record.invocation_id, result.error)
 
 
-def cancel_all_open(deps: Deps, trigger: TriggerRecord, reason: str) -> int:
-    """Cancel every unfinished invocation of a trigger that is about to be deleted; returns how many."""
-    cancelled = 0
+@dataclass(frozen=True)
+class Cancelled:
+    """What cancelling a trigger's open invocations did: how many it cancelled, and stopped executions of."""
+
+    invocations: int = 0
+    executions_stopped: int = 0
+
+
+def cancel_all_open(deps: Deps, trigger: TriggerRecord, reason: str) -> Cancelled:
+    """Cancel every unfinished invocation of a trigger that is about to be deleted."""
+    cancelled = stopped = 0
     for record in invocation_store.open_invocations(trigger.tenant_id, trigger.trigger_id, trigger.incarnation):
         try:
-            cancel(deps, record, reason, use_up=False)
+            _, stopped_now = _cancel(deps, record, reason, use_up=False)
         except ConflictError:
             continue
         cancelled += 1
-    return cancelled
+        stopped += int(stopped_now)
+    return Cancelled(cancelled, stopped)

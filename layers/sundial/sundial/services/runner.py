@@ -44,7 +44,7 @@ from sundial.domain.retry_policy import (
     retry_delay_seconds,
 )
 from sundial.domain.schedule import schedule_of, start_of
-from sundial.services import cancellation, ending
+from sundial.services import cancellation, cascades, ending
 from sundial.store import invocations as invocation_store
 from sundial.store import triggers as trigger_store
 from sundial.store.records import InvocationRecord, TriggerRecord
@@ -455,14 +455,18 @@ def _edited_while_waiting(deps: Deps, state: RunState, record: InvocationRecord,
 
 
 def _stand_down(deps: Deps, state: RunState, record: InvocationRecord, trigger: TriggerRecord) -> RunState | None:
-    """Before the first call: a superseded, missed or overlapping occurrence ends here (or waits, with
-    buffer_one); else it becomes running.
+    """Before the first call: a superseded, cascaded, missed or overlapping occurrence ends here (or
+    waits, with buffer_one); else it becomes running.
 
     The missed-run rule is checked here, when the run is about to start, because this is where every
     late path ends up: a claim re-driven long after its start failed, a wait resumed after a restart.
     """
     if _superseded_record(record, trigger) or _edited_while_waiting(deps, state, record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "cancelled", SUPERSEDED)
+    # A cascade accepted since the trigger entered its scope is deleting it: none of its runs starts.
+    tombstone = cascades.covering_tombstone(trigger)
+    if tombstone is not None:
+        return _finish_without_agent(deps, state, record, trigger, "cancelled", cascades.stand_down_reason(tombstone))
     # A run that waited (buffer_one) was on time when it began to wait; it starts when the other ends.
     if state.kind == "scheduled" and state.waiting_since is None and not _may_start(deps, state, record, trigger):
         return _finish_without_agent(deps, state, record, trigger, "skipped", MISSED)

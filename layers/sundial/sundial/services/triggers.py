@@ -51,7 +51,7 @@ from sundial.domain.schedule import (
     stored_schedule,
     validate_timezone,
 )
-from sundial.services import cancellation, dispatcher
+from sundial.services import cancellation, cascades, dispatcher
 from sundial.store import triggers as trigger_store
 from sundial.store.pagination import decode_cursor, encode_cursor, last_key
 from sundial.store.records import (
@@ -59,6 +59,7 @@ from sundial.store.records import (
     agent_trigger_key,
     due_shard_for,
     project_key,
+    run_as_key,
     trigger_pk,
 )
 
@@ -348,6 +349,7 @@ def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: Trig
         retry_delay_seconds=body.retry_delay_seconds,
         timeout_seconds=body.timeout_seconds,
         run_as_user_id=body.run_as_user_id,
+        run_as_key=run_as_key(path.tenant_id, body.run_as_user_id),
         ref=body.ref,
         catch_up_window_seconds=body.catch_up_window_seconds,
         overlap_policy=body.overlap_policy,
@@ -361,6 +363,9 @@ def create_trigger(deps: Deps, principal: Principal, path: AgentPath, body: Trig
     )
     next_run_at = first_run(schedule, now, new_run_at=True) if body.enabled else None
     _due_fields(deps, record, next_run_at)
+    # Read after `now`: a cascade accepted after this read is accepted after createdAt, so it stands
+    # the trigger's runs down and its last pass deletes it (docs/decisions.md, "Cascades").
+    cascades.refuse_for(record)
     if not trigger_store.create(record):
         raise ConflictError(f"Trigger id '{trigger_id}' is already taken in this tenant")
     dispatcher.claim_if_due_soon(deps, record)
@@ -482,6 +487,32 @@ def _reschedule(
     return ["version_ends", *SCHEDULE_FIELDS, *trigger_store.SCHEDULE_STATE]
 
 
+def _enter_scopes(
+    record: TriggerRecord, patch: TriggerPatch, plain_fields: set[str], now: datetime, *, enabling: bool
+) -> list[str]:
+    """A new branch or runAs user: since when the trigger is in that scope (a cascade's tombstone of
+    the scope from before then is not about it). Refused while a cascade of a scope the trigger would
+    run in is deleting triggers; the names written."""
+    moved = [
+        name
+        for name in ("ref", "run_as_user_id")
+        if name in plain_fields and getattr(patch, name) != getattr(record, name)
+    ]
+    for name in moved:
+        setattr(record, name, getattr(patch, name))
+    names: list[str] = []
+    if "ref" in moved:
+        record.ref_since = now
+        names.append("ref_since")
+    if "run_as_user_id" in moved:
+        record.run_as_since = now
+        record.run_as_key = run_as_key(record.tenant_id, record.run_as_user_id)
+        names += ["run_as_since", "run_as_key"]
+    if enabling or moved:
+        cascades.refuse_for(record)
+    return names
+
+
 def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id: str, patch: TriggerPatch) -> Trigger:
     principal.require_tenant(path.tenant_id, "editor")
     fields = patch.model_fields_set
@@ -529,9 +560,10 @@ def update_trigger(deps: Deps, principal: Principal, path: AgentPath, trigger_id
     plain_fields = fields - set(SCHEDULE_FIELDS) - set(BOUND_FIELDS)
     if not schedule_changed and inputs.cron_timezone != record.cron_timezone:
         plain_fields.add("cron_timezone")
+    entered = _enter_scopes(record, patch, plain_fields, now, enabling=enabling)
     for name in plain_fields:
         setattr(record, name, getattr(patch, name))
-    changed = [*sorted(plain_fields), *_set_max_runs(record, max_runs), "updated_at", "revision"]
+    changed = [*sorted(plain_fields), *_set_max_runs(record, max_runs), "updated_at", "revision", *entered]
     record.updated_at = now
     record.revision = expected_revision + 1
     if enabling:

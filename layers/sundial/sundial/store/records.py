@@ -59,6 +59,11 @@ def agent_trigger_key(agent_id: str, trigger_id: str) -> str:
     return f"{agent_id}#{trigger_id}"
 
 
+def run_as_key(tenant_id: str, run_as_user_id: str | None) -> str | None:
+    """Key of the sparse `by_run_as` index: only triggers with a runAs user are in it."""
+    return f"{tenant_id}#{run_as_user_id}" if run_as_user_id is not None else None
+
+
 def due_shard_for(tenant_id: str, trigger_id: str, shard_count: int) -> int:
     """Stable shard of a trigger in the due index, from a hash of tenant and trigger id."""
     digest = hashlib.sha256(f"{tenant_id}\x00{trigger_id}".encode()).digest()
@@ -74,6 +79,16 @@ class ProjectIndex(GlobalSecondaryIndex["TriggerRecord"]):
 
     project_key = UnicodeAttribute(hash_key=True)
     agent_trigger = UnicodeAttribute(range_key=True)
+
+
+class RunAsIndex(GlobalSecondaryIndex["TriggerRecord"]):
+    """Sparse, keys only: a tenant's triggers that run as a user, for the cascade when the user is removed."""
+
+    class Meta:
+        index_name = "by_run_as"
+        projection = KeysOnlyProjection()
+
+    run_as_key = UnicodeAttribute(hash_key=True)
 
 
 DUE_INDEX_ATTRIBUTES = [
@@ -147,7 +162,12 @@ class TriggerRecord(Model):
     retry_delay_seconds = NumberAttribute(default=60)
     timeout_seconds = NumberAttribute(default=780)
     run_as_user_id = UnicodeAttribute(null=True)
+    run_as_key = UnicodeAttribute(null=True)  # tenant#runAsUserId while there is a runAs user (by_run_as)
     ref = UnicodeAttribute(default="main")
+    # When an edit last moved the trigger to its branch / runAs user: a cascade of that scope
+    # accepted before then does not stand its runs down (absent: since createdAt).
+    ref_since = InstantAttribute(null=True)
+    run_as_since = InstantAttribute(null=True)
     catch_up_window_seconds = NumberAttribute(default=3600)
     overlap_policy = UnicodeAttribute(default="allow")
     pause_on_failure = BooleanAttribute(null=True)  # absent on triggers written before it existed: off
@@ -182,6 +202,7 @@ class TriggerRecord(Model):
 
     by_project = ProjectIndex()
     due = DueIndex()
+    by_run_as = RunAsIndex()
 
 
 class ProjectHistoryIndex(GlobalSecondaryIndex["InvocationRecord"]):
@@ -311,6 +332,68 @@ class ShardMarkerRecord(Model):
     empty_since = InstantAttribute(null=True)
 
 
+# Cascade records and scope tombstones live in the triggers table under these key prefixes (a
+# trigger's key starts with its tenant id, which has no `#`); neither is in any index.
+CASCADE_PREFIX = "#cascade#"
+TOMBSTONE_PREFIX = "#scope#"
+
+
+def cascade_pk(tenant_id: str, cascade_id: str) -> str:
+    return f"{CASCADE_PREFIX}{tenant_id}#{cascade_id}"
+
+
+def tombstone_pk(scope_key: str) -> str:
+    return f"{TOMBSTONE_PREFIX}{scope_key}"
+
+
+class CascadeRecord(Model):
+    """One cascade: its scope, its progress, and where its paging has got to (docs/decisions.md)."""
+
+    class Meta:
+        table_name = "sundial-triggers"
+        region = "us-east-1"
+
+    pk = UnicodeAttribute(hash_key=True)
+    tenant_id = UnicodeAttribute()
+    cascade_id = UnicodeAttribute()
+    scope_kind = UnicodeAttribute()
+    project_id = UnicodeAttribute(null=True)
+    agent_id = UnicodeAttribute(null=True)
+    ref = UnicodeAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    origin = UnicodeAttribute()  # "api" or "event"
+    state = UnicodeAttribute()  # running, completed
+    accepted_at = InstantAttribute()
+    completed_at = InstantAttribute(null=True)
+    found = NumberAttribute(default=0)
+    deleted = NumberAttribute(default=0)
+    invocations_cancelled = NumberAttribute(default=0)
+    executions_stopped = NumberAttribute(default=0)
+    # Paging: the index position after the last planned page (None: the pass starts at the top),
+    # the pass (1, then one after each pause), and the page planned but not yet committed.
+    cursor = JSONAttribute(null=True)
+    pass_number = NumberAttribute(default=1)
+    page_number = NumberAttribute(default=0)
+    deleted_before_pass = NumberAttribute(default=0)
+    plan = ListAttribute(of=UnicodeAttribute, null=True)
+    plan_incarnations = ListAttribute(of=UnicodeAttribute, null=True)
+    plan_is_last = BooleanAttribute(null=True)
+
+
+class ScopeTombstoneRecord(Model):
+    """The latest cascade accepted for a scope: no trigger in the scope since before then may run."""
+
+    class Meta:
+        table_name = "sundial-triggers"
+        region = "us-east-1"
+
+    pk = UnicodeAttribute(hash_key=True)
+    scope_kind = UnicodeAttribute()
+    cascade_id = UnicodeAttribute()
+    accepted_at = InstantAttribute()
+    state = UnicodeAttribute()
+
+
 def bind_tables(settings: Settings) -> None:
     """Point every model at the configured tables, region and endpoint (called once per cold start)."""
     names = {
@@ -319,6 +402,8 @@ def bind_tables(settings: Settings) -> None:
         IdempotencyRecord: settings.invocations_table,
         OpenRegisterRecord: settings.invocations_table,
         ShardMarkerRecord: settings.triggers_table,
+        CascadeRecord: settings.triggers_table,
+        ScopeTombstoneRecord: settings.triggers_table,
     }
     for model, table_name in names.items():
         meta: Any = model.Meta
