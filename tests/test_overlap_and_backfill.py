@@ -438,3 +438,37 @@ def test_a_run_waiting_for_another_stands_down_when_its_schedule_is_edited(env: 
     else:
         assert (looked.outcome, record.status, looked.waiting_since) == ("waiting", "pending", iso(AT))
     assert agent.calls == []
+
+
+def test_a_pause_on_failure_spares_an_occurrence_whose_start_had_passed(env: DispatchEnv) -> None:
+    """A pause is an edit of `enabled`: a claimed occurrence already due when it lands still runs (as after
+    a user's edit), one not yet due stands down. Found by the model: the due one was cancelled as
+    superseded, neither run nor counted as missed."""
+    env.clock.set(AT - timedelta(minutes=3))
+    trigger_id = create(env, cron_expression="* * * * *", pause_on_failure=True, max_retries=1)
+    env.clock.set(AT - timedelta(seconds=30))
+    dispatcher(env).tick()
+    env.clock.set(AT + timedelta(seconds=30))
+    dispatcher(env).tick()
+    dispatcher(env).tick()
+    by_instant = {run.scheduled_for: run for run in started(env, "scheduled")}
+    assert set(by_instant) >= {iso(AT), iso(AT + timedelta(minutes=1))}, sorted(by_instant)
+    first, second = by_instant[iso(AT)], by_instant[iso(AT + timedelta(minutes=1))]
+    prepared = [
+        runner.prepare(env.deps, runner.PrepareEvent(input=run, execution_arn=f"arn:{run.invocation_id}"))
+        for run in (first, second)
+    ]
+    env.clock.set(AT + timedelta(seconds=5))
+    retry = runner.attempt(env.deps, FailingAgent(), prepared[0])
+    assert retry.outcome == "retry"
+    env.clock.set(AT + timedelta(minutes=1, seconds=10))  # the second occurrence's start has passed
+    assert runner.attempt(env.deps, FailingAgent(), retry).outcome == "failed"
+    assert stored(trigger_id).paused_reason is not None
+    agent = RecordingAgent()
+    assert runner.attempt(env.deps, agent, prepared[1]).outcome == "completed"
+    assert [call.scheduled_for for call in agent.calls] == [iso(AT + timedelta(minutes=1))]
+
+
+class FailingAgent:
+    def call(self, request: AgentRequest, timeout_seconds: float) -> AgentResult:
+        return AgentResult(AttemptOutcome.RETRYABLE_ERROR, 503, "HTTP 503", None)

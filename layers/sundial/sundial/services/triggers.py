@@ -79,7 +79,6 @@ SCHEDULE_FIELDS = (
 KIND_FIELDS = ("cron_expression", "run_at", "interval_seconds")
 BOUND_FIELDS = ("start_at", "end_at", "max_runs")
 # How many ended schedule versions a trigger remembers the end of (see runner.superseded).
-REMEMBERED_VERSION_ENDS = 16
 PROJECT_CURSOR_KEYS = ("pk", "project_key", "agent_trigger")
 
 
@@ -479,8 +478,7 @@ def _reschedule(
     )
     record.interval_seconds, record.start_at, record.end_at = inputs.interval_seconds, inputs.start_at, inputs.end_at
     record.jitter_seconds, record.enabled = jitter or None, enabled
-    ended = {**(record.version_ends or {}), str(int(record.schedule_version)): format_instant(now)}
-    record.version_ends = dict(sorted(ended.items(), key=lambda item: int(item[0]))[-REMEMBERED_VERSION_ENDS:])
+    record.version_ends = trigger_store.version_ends_after(record.version_ends, int(record.schedule_version), now)
     record.schedule_version = int(record.schedule_version) + 1
     record.claim_for = record.claim_name = record.claim_version = record.dispatched_for = None
     _due_fields(deps, record, first if enabled else None)

@@ -14,6 +14,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from sundial.contracts.api import AgentPath
 from sundial.domain.errors import NotFoundError
+from sundial.domain.instants import format_instant
 from sundial.store.records import TriggerRecord, condition_held, trigger_pk
 
 # Final statuses that are a run's outcome (lastOutcome*), as opposed to skipped or cancelled.
@@ -92,6 +93,10 @@ def agent_triggers(partition: str, agent_id: str) -> Iterator[TriggerRecord]:
 # Why a trigger's schedule is over (`finished_reason`): its last occurrence has ended (a one-time
 # trigger's run, or the last before endAt), or it has started its maxRuns scheduled runs.
 ENDED = "ended"
+# How many ended schedule versions a trigger remembers the end of (SPEC §5, edits after a claim).
+REMEMBERED_VERSION_ENDS = 16
+# Rounds of read-and-pause when an edit lands at the same moment.
+MAX_PAUSE_TRIES = 4
 MAX_RUNS = "max_runs"
 
 
@@ -148,17 +153,40 @@ def stopped_actions(now: datetime, reason: str | None = None) -> list[Any]:
 def pause(tenant_id: str, trigger_id: str, incarnation: str, reason: str, now: datetime) -> bool:
     """Disable a trigger whose scheduled run failed, with the reason (pauseOnFailure, SPEC §5).
 
-    Like an edit of `enabled`: out of the due index and a new schedule version, so occurrences it had
-    claimed stand down. Only while it is the same incarnation, enabled, and still asks to be paused.
+    Like an edit of `enabled`: out of the due index and a new schedule version, whose end is
+    remembered, so occurrences it had claimed and not yet started stand down, while one whose start
+    had passed still runs (or is missed) as after any edit. Only while it is the same incarnation,
+    enabled, and still asks to be paused; conditioned on the version read, since its end is written.
     """
-    trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
-    actions: list[Any] = [*stopped_actions(now), TriggerRecord.paused_reason.set(reason)]
-    still_asks = (
-        (TriggerRecord.incarnation == incarnation)
-        & (TriggerRecord.enabled == True)  # noqa: E712 - a pynamodb condition, not a comparison
-        & (TriggerRecord.pause_on_failure == True)  # noqa: E712
-    )
-    return condition_held(lambda: trigger.update(actions=actions, condition=still_asks))
+    for _ in range(MAX_PAUSE_TRIES):
+        current = find(tenant_id, trigger_id)
+        if current is None or current.incarnation != incarnation or not current.enabled or not current.pause_on_failure:
+            return False
+        version = int(current.schedule_version)
+        actions: list[Any] = [
+            *stopped_actions(now),
+            TriggerRecord.paused_reason.set(reason),
+            TriggerRecord.version_ends.set(version_ends_after(current.version_ends, version, now)),
+        ]
+        still_asks = (
+            (TriggerRecord.incarnation == incarnation)
+            & (TriggerRecord.enabled == True)  # noqa: E712 - a pynamodb condition, not a comparison
+            & (TriggerRecord.pause_on_failure == True)  # noqa: E712
+            & (TriggerRecord.schedule_version == version)
+        )
+        if _update_if(TriggerRecord(trigger_pk(tenant_id, trigger_id)), actions, still_asks):
+            return True
+    return False
+
+
+def _update_if(trigger: TriggerRecord, actions: list[Any], condition: Any) -> bool:
+    return condition_held(lambda: trigger.update(actions=actions, condition=condition))
+
+
+def version_ends_after(ends: dict[str, str] | None, version: int, now: datetime) -> dict[str, str]:
+    """The remembered version ends once `version` ended at `now`: the latest REMEMBERED_VERSION_ENDS."""
+    merged = {**(ends or {}), str(version): format_instant(now)}
+    return dict(sorted(merged.items(), key=lambda item: int(item[0]))[-REMEMBERED_VERSION_ENDS:])
 
 
 def record_last_run(
