@@ -8,7 +8,10 @@ and its 2026-11-27 occurrence, so before the call the tables get what the event 
   then given the incarnation the runner samples name, so they are runs of this very trigger);
 * runner-attempt, runner-finalize, runner-watcher, runner-sweep: that trigger and its invocation
   (events/runner_prepare.json run through Prepare), so the attempt really calls the agent: the demo
-  agent unless AGENT_RUN_URL is set.
+  agent unless AGENT_RUN_URL is set;
+* platform-events: the trigger, whose project, agent, branch and runAs user the
+  events/platform_*.json samples delete; the cascade the event starts runs in the emulated
+  cascade state machine until the call ends.
 
 The runner functions run at the sample occurrence's instant (their clock is pinned to its
 `scheduledFor`), so the sample is on time whenever it is replayed rather than a missed run.
@@ -42,16 +45,18 @@ from sundial.settings import get_settings
 from sundial_local.config import DEV_AGENT_TOKEN
 from sundial_local.demo_agent import DemoAgent
 from sundial_local.stack import (
+    CASCADE_STATE_MACHINE_NAME,
     INVOCATIONS_TABLE,
     MOTO_CONFIG,
     STATE_MACHINE_NAME,
     TRIGGERS_TABLE,
+    cascade_function_arns,
     discard_unpublished_metrics,
     lambda_context,
     runner_function_arns,
     set_environment,
 )
-from sundial_local.template import ROOT, create_state_machine, create_tables, resource
+from sundial_local.template import CASCADE, ROOT, create_state_machine, create_tables, resource
 
 FUNCTIONS = {
     "api": "ApiFunction",
@@ -61,11 +66,20 @@ FUNCTIONS = {
     "runner-finalize": "RunnerFinalizeFunction",
     "runner-watcher": "RunnerWatcherFunction",
     "runner-sweep": "RunnerSweepFunction",
+    "platform-events": "PlatformEventsFunction",
 }
 SAMPLE_TRIGGER_EVENT = ROOT / "events" / "api_create_trigger.json"
 SAMPLE_PREPARE_EVENT = ROOT / "events" / "runner_prepare.json"
 NEEDS_TRIGGER = frozenset(
-    {"dispatch", "runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher", "runner-sweep"}
+    {
+        "dispatch",
+        "runner-prepare",
+        "runner-attempt",
+        "runner-finalize",
+        "runner-watcher",
+        "runner-sweep",
+        "platform-events",
+    }
 )
 NEEDS_INVOCATION = frozenset({"runner-attempt", "runner-finalize", "runner-watcher", "runner-sweep"})
 AT_SAMPLE_INSTANT = frozenset({"runner-prepare", "runner-attempt", "runner-finalize", "runner-watcher"})
@@ -162,18 +176,31 @@ def agent_url() -> Iterator[str]:
         agent.stop()
 
 
-def stop_started_executions(sfn: Any, state_machine_arn: str) -> None:
-    """An execution the call started (run-now, a due trigger) ends with the call: stop it and say so."""
-    running = sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter="RUNNING")["executions"]
+def stop_started_executions(sfn: Any, *state_machine_arns: str) -> None:
+    """An execution the call started (run-now, a due trigger, a cascade) ends with the call: stop it and say so."""
+    running = [
+        execution
+        for arn in state_machine_arns
+        for execution in sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]
+    ]
+    deadline = time.monotonic() + EXECUTION_STOP_SECONDS
     for execution in running:
+        # moto's interpreter builds an execution's environment on its own thread, and a stop that comes
+        # before it fails inside moto: wait until the execution has entered its first state.
+        while time.monotonic() < deadline and len(_history(sfn, execution["executionArn"])) < 2:
+            time.sleep(0.05)
         sfn.stop_execution(executionArn=execution["executionArn"], cause="sundial_local.invoke is done")
         note(f"stopped execution {execution['name']}, which the call started")
-    deadline = time.monotonic() + EXECUTION_STOP_SECONDS
     for execution in running:
         while time.monotonic() < deadline:
             if sfn.describe_execution(executionArn=execution["executionArn"])["status"] != "RUNNING":
                 break
             time.sleep(0.05)
+
+
+def _history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = sfn.get_execution_history(executionArn=execution_arn, maxResults=2)["events"]
+    return events
 
 
 def invoke(function: str, event_path: Path, *, empty: bool = False) -> Any:
@@ -197,9 +224,16 @@ def invoke(function: str, event_path: Path, *, empty: bool = False) -> Any:
         dynamodb, sfn = boto3.client("dynamodb"), boto3.client("stepfunctions")
         create_tables(dynamodb, TRIGGERS_TABLE, INVOCATIONS_TABLE)
         state_machine_arn = create_state_machine(sfn, STATE_MACHINE_NAME, runner_function_arns())
-        set_environment(moto_port=None, agent_run_url=url, agent_run_token=token, state_machine_arn=state_machine_arn)
-        stack.enter_context(routed_lambdas(runner_function_arns()))
-        stack.callback(stop_started_executions, sfn, state_machine_arn)
+        cascade_arn = create_state_machine(sfn, CASCADE_STATE_MACHINE_NAME, cascade_function_arns(), CASCADE)
+        set_environment(
+            moto_port=None,
+            agent_run_url=url,
+            agent_run_token=token,
+            state_machine_arn=state_machine_arn,
+            cascade_state_machine_arn=cascade_arn,
+        )
+        stack.enter_context(routed_lambdas({**runner_function_arns(), **cascade_function_arns()}))
+        stack.callback(stop_started_executions, sfn, state_machine_arn, cascade_arn)
         if not empty:
             seed(function)
         try:

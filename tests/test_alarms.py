@@ -32,6 +32,7 @@ AWS_METRICS = {
     "AWS/Lambda": ({"Errors", "Throttles"}, "FunctionName", "AWS::Serverless::Function"),
     "AWS/DynamoDB": ({"ReadThrottleEvents", "WriteThrottleEvents"}, "TableName", "AWS::DynamoDB::Table"),
     "AWS/States": ({"ExecutionThrottled"}, "StateMachineArn", "AWS::Serverless::StateMachine"),
+    "AWS/SQS": ({"ApproximateNumberOfMessagesVisible"}, "QueueName", "AWS::SQS::Queue"),
 }
 Metric = tuple[str, str, tuple[tuple[str, Any], ...]]
 
@@ -163,7 +164,8 @@ def test_every_alarm_on_aws_metrics_names_a_resource_of_this_stack() -> None:
             assert metric in names, (name, metric)
             [(dimension_name, value)] = dimensions
             assert dimension_name == dimension, name
-            target = json.loads(value)["Ref"]
+            named = json.loads(value)  # {"Ref": X}, or {"Fn::GetAtt": "X.QueueName"} for a queue
+            target = named["Ref"] if "Ref" in named else named["Fn::GetAtt"].split(".")[0]
             assert stack[target]["Type"] == resource_type, (name, target)
             checked += 1
     functions = {name for name, body in stack.items() if body["Type"] == "AWS::Serverless::Function"}

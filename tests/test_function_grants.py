@@ -7,9 +7,11 @@ without a call is more privilege than the function needs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from sundial.adapters.agent_http import AgentRequest, AgentResult, AttemptOutcome
@@ -19,7 +21,7 @@ from sundial.domain.auth import Principal
 from sundial.domain.cascade import CascadeScope
 from sundial.services import cascades, invocations, runner
 
-from tests.conftest import START, FakeClock, make_settings
+from tests.conftest import EVENTS, START, FakeClock, lambda_context, make_settings
 from tests.dispatch_support import EDITOR, PATH, DispatchEnv, create, dispatch_env, dispatcher, executions
 from tests.template_support import granted, recorded_aws_calls, transform_template
 
@@ -131,3 +133,22 @@ def test_the_cascade_step_is_granted_exactly_what_it_uses(env: DispatchEnv, tran
         execution["status"]
         for execution in env.sfn.list_executions(stateMachineArn=env.state_machine_arn)["executions"]
     ] == ["ABORTED", "ABORTED"]
+
+
+def test_the_platform_events_function_is_granted_exactly_what_it_uses(
+    env: DispatchEnv, transformed: dict[str, Any]
+) -> None:
+    """A new event's cascade (record, tombstone, execution), then the same event again."""
+    import cascade_handler
+
+    event = json.loads((EVENTS / "platform_agent_deleted.json").read_text())
+    cascade_state_machine = env.deps.settings.cascade_state_machine_arn
+    with (
+        mock.patch.object(cascade_handler, "deps", return_value=env.deps),
+        recorded_aws_calls(tables(env), env.state_machine_arn, cascade_state_machine) as calls,
+    ):
+        for _ in range(2):
+            cascade_handler.platform_event_handler(event, lambda_context("sundial-platform-events"))
+    # Lambda itself, not the code, sends a failed event to the dead-letter queue.
+    lambda_sends = frozenset({("sqs:SendMessage", "PlatformEventsDeadLetterQueue")})
+    assert_granted_exactly(transformed, "PlatformEventsFunctionRole", calls, unexercised=lambda_sends)

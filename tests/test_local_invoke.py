@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,6 +37,8 @@ def test_every_function_has_a_sample_event() -> None:
     samples = {path.name for path in EVENTS.glob("*.json")}
     assert {"api_create_trigger.json", "dispatch_tick.json"} <= samples
     assert {f"runner_{step}.json" for step in ("prepare", "attempt", "finalize", "execution_ended")} <= samples
+    platform = {"project_deleted", "agent_deleted", "branch_deleted", "user_removed"}
+    assert {f"platform_{name}.json" for name in platform} <= samples
 
 
 def test_api_creates_the_sample_trigger(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,6 +93,28 @@ def test_sweep_leaves_the_just_seeded_run_alone(capsys: pytest.CaptureFixture[st
     result = invoke.invoke("runner-sweep", EVENTS / "dispatch_tick.json")
     assert result == {"lookedAt": 0, "closed": [], "errors": 0, "stoppedEarly": False}
     assert "seeded: the pending invocation of events/runner_prepare.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sample", ["project_deleted", "agent_deleted", "branch_deleted", "user_removed"])
+def test_each_platform_event_starts_a_cascade_of_the_sample_trigger(
+    capsys: pytest.CaptureFixture[str], sample: str
+) -> None:
+    code, result, notes = run(capsys, "platform-events", str(EVENTS / f"platform_{sample}.json"))
+    assert code == 0
+    assert result["cascadeId"].startswith("csc_")
+    assert f"stopped execution {result['cascadeId']}, which the call started" in notes
+
+
+def test_a_platform_event_it_cannot_read_fails_as_lambda_reports_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    event = json.loads((EVENTS / "platform_project_deleted.json").read_text())
+    del event["detail"]["projectId"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(event))
+    code, result, _ = run(capsys, "platform-events", str(bad))
+    assert code == 1
+    assert result == {"errorType": "PlatformEventError", "errorMessage": "detail.projectId: Field required"}
 
 
 def test_a_function_error_is_reported_as_lambda_reports_it(capsys: pytest.CaptureFixture[str]) -> None:

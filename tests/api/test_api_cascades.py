@@ -3,59 +3,25 @@ invocations and stops their executions; repeats, races with creates and other te
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sundial.services import cascades
-from sundial.store.records import InvocationRecord, TriggerRecord
+from sundial.store.records import TriggerRecord
 
 from tests.api_support import DAILY, PROJECT_BASE, assert_error, raw_trigger
-from tests.cascade_support import ADMIN, drive
+from tests.cascade_support import (
+    ADMIN,
+    OTHER_AGENT,
+    SCOPES,
+    USER_BASE,
+    assert_cascaded,
+    create,
+    drive,
+    run_now_everywhere,
+    seed_scopes,
+)
 from tests.conftest import BASE, ApiClient, Stack, token_claims
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
-
-OTHER_AGENT = "/tenants/acme/projects/website/agents/writer/scheduled-triggers"
-OTHER_PROJECT = "/tenants/acme/projects/shop/agents/reporter/scheduled-triggers"
-USER_BASE = "/tenants/acme/users/bob/scheduled-triggers"
-
-
-def create(api: ApiClient, base: str, trigger_id: str, **fields: Any) -> None:
-    created = api.request("POST", base, {"id": trigger_id, **DAILY, **fields}, claims=ADMIN)
-    assert created.status == 201, created.body
-
-
-def run_now(api: ApiClient, base: str, trigger_id: str) -> str:
-    started = api.request("POST", f"{base}/{trigger_id}/run", claims=ADMIN)
-    assert started.status == 202, started.body
-    return str(started.body["invocationId"])
-
-
-def invocation(trigger_id: str, invocation_id: str) -> InvocationRecord:
-    [found] = [record for record in InvocationRecord.scan() if record.invocation_id == invocation_id]
-    assert found.trigger_id == trigger_id
-    return found
-
-
-def execution_status(stack: Stack, record: InvocationRecord) -> str:
-    return str(stack.sfn.describe_execution(executionArn=record.execution_arn)["status"])
-
-
-def seed_scopes(api: ApiClient) -> None:
-    """in-*: inside the scope the test names; the others are near misses of each scope."""
-    create(api, BASE, "main-reporter", runAsUserId="bob")
-    create(api, BASE, "feature-reporter", ref="feature/x")
-    create(api, OTHER_AGENT, "main-writer", runAsUserId="dana")
-    create(api, OTHER_PROJECT, "shop-reporter", runAsUserId="bob", ref="feature/x")
-
-
-SCOPES = {
-    "project": (PROJECT_BASE, {}, {"main-reporter", "feature-reporter", "main-writer"}),
-    "agent": (BASE, {}, {"main-reporter", "feature-reporter"}),
-    "ref": (PROJECT_BASE, {"ref": "feature/x"}, {"feature-reporter"}),
-    "user": (USER_BASE, {}, {"main-reporter", "shop-reporter"}),
-}
-ALL = {"main-reporter", "feature-reporter", "main-writer", "shop-reporter"}
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -64,13 +30,7 @@ def test_each_scope_deletes_its_triggers_cancels_their_runs_and_stops_their_exec
 ) -> None:
     path, query, expected = SCOPES[scope]
     seed_scopes(api)
-    bases = {
-        "main-reporter": BASE,
-        "feature-reporter": BASE,
-        "main-writer": OTHER_AGENT,
-        "shop-reporter": OTHER_PROJECT,
-    }
-    runs = {trigger_id: run_now(api, base, trigger_id) for trigger_id, base in bases.items()}
+    runs = run_now_everywhere(api)
 
     accepted = api.request("DELETE", path, query=query, claims=ADMIN)
     assert accepted.status == 202, accepted.body
@@ -86,17 +46,7 @@ def test_each_scope_deletes_its_triggers_cancels_their_runs_and_stops_their_exec
     assert (body["state"], body["found"], body["deleted"]) == ("completed", len(expected), len(expected))
     assert (body["invocationsCancelled"], body["executionsStopped"]) == (len(expected), len(expected))
     assert body["completedAt"] is not None
-    for trigger_id in ALL:
-        record = invocation(trigger_id, runs[trigger_id])
-        if trigger_id in expected:
-            assert raw_trigger(stack, trigger_id) is None
-            assert record.status == "cancelled"
-            assert cascade_id in (record.error or "")
-            assert execution_status(stack, record) == "ABORTED"
-        else:
-            assert raw_trigger(stack, trigger_id) is not None
-            assert record.status == "pending"
-            assert execution_status(stack, record) == "RUNNING"
+    assert_cascaded(stack, cascade_id, runs, expected)
 
 
 def test_a_repeated_request_with_the_same_key_does_nothing_new(

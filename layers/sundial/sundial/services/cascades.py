@@ -28,6 +28,7 @@ from sundial.domain.cascade import (
     ScopeKind,
     cascade_id_for,
     entered_scope_at,
+    event_origin,
     request_origin,
     trigger_scope_keys,
 )
@@ -119,6 +120,13 @@ def request(deps: Deps, principal: Principal, scope: CascadeScope, idempotency_k
     principal.require_tenant(scope.tenant_id, "admin")
     cascade_id = cascade_id_for(scope.tenant_id, request_origin(scope, idempotency_key)) if idempotency_key else None
     record = accept(deps, scope, cascade_id or fresh_cascade_id(), "api")
+    return CascadeAccepted(cascade_id=record.cascade_id)
+
+
+def on_platform_event(deps: Deps, scope: CascadeScope, event_id: str) -> CascadeAccepted:
+    """A platform event's cascade (SPEC §7): the bus is the platform's, so its word is the authority;
+    the cascade id comes from the event's id, so a repeated event finds the first cascade."""
+    record = accept(deps, scope, cascade_id_for(scope.tenant_id, event_origin(event_id)), "event")
     return CascadeAccepted(cascade_id=record.cascade_id)
 
 
