@@ -25,6 +25,8 @@ from unittest import mock
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from sundial.contracts.execution import ExecutionInput
+from sundial.services.cascades import CascadeStep
+from sundial.store.records import CASCADE_PREFIX
 
 from sundial_local import state
 from sundial_local.config import ACCOUNT, REGION, LocalConfig
@@ -297,6 +299,38 @@ def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machi
     return resumed
 
 
+def resume_running_cascades(
+    dynamodb: DynamoDBClient, sfn: SFNClient, triggers_table: str, cascade_state_machine_arn: str
+) -> int:
+    """A running cascade's execution does not survive a restart either: start it again, same name.
+
+    Its pages are idempotent and its record says where it was (SPEC §7), so it carries on from there;
+    its tombstone was never lifted, so nothing in its scope ran meanwhile.
+    """
+    resumed = 0
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=triggers_table,
+        FilterExpression="begins_with(pk, :cascade) AND #state = :running",
+        ExpressionAttributeNames={"#state": "state"},
+        ExpressionAttributeValues={":cascade": {"S": CASCADE_PREFIX}, ":running": {"S": "running"}},
+        ConsistentRead=True,
+    )
+    for page in pages:
+        for item in page.get("Items", []):
+            step = CascadeStep(tenant_id=item["tenant_id"]["S"], cascade_id=item["cascade_id"]["S"])
+            try:
+                sfn.start_execution(
+                    stateMachineArn=cascade_state_machine_arn,
+                    name=step.cascade_id,
+                    input=json.dumps(step.to_event(), separators=(",", ":")),
+                )
+            except sfn.exceptions.ExecutionAlreadyExists:
+                continue
+            logger.info("resumed cascade %s, cut off by the last shutdown", step.cascade_id)
+            resumed += 1
+    return resumed
+
+
 class ScheduledLoop:
     """Calls a function every `tick_seconds` with a scheduled event, as an EventBridge schedule does."""
 
@@ -487,6 +521,7 @@ class LocalStack:
         persister.start_ticker()
         self._exit.callback(persister.stop_ticker)
         resume_unfinished_runs(dynamodb, sfn, state_machine_arn)
+        resume_running_cascades(dynamodb, sfn, TRIGGERS_TABLE, cascade_arn)
         # moto sends no execution-status events: the watcher is fed by polling, as the sweep runs by a timer.
         watcher = ExecutionWatcher(sfn, state_machine_arn, watch)
         for loop in (

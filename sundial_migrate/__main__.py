@@ -2,6 +2,7 @@
 
     python -m sundial_migrate eventbridge --group reports --mapping mapping.json [--cutover-at T [--disable-source]]
     python -m sundial_migrate export triggers.ndjson [--cutover-at T]
+    python -m sundial_migrate run-as-index [--apply]
 
 It writes to the tables named by the same settings the functions read (TRIGGERS_TABLE, INVOCATIONS_TABLE,
 AWS_REGION, DYNAMODB_ENDPOINT_URL, STATE_MACHINE_ARN).
@@ -20,6 +21,7 @@ import boto3
 from botocore.exceptions import ClientError
 from sundial.deps import Deps
 from sundial.domain.instants import format_instant
+from sundial.services import cascades
 from sundial.settings import get_settings
 
 from sundial_migrate import cutover, plan, sources
@@ -57,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
     )
     export = kinds.add_parser("export", help="a JSON or NDJSON export of the seed platform's triggers table")
     export.add_argument("file", type=Path)
+    kinds.add_parser(
+        "run-as-index",
+        help="give triggers stored before the by_run_as index their key, so cascades by user find them",
+    ).add_argument("--apply", action="store_true", help="write the keys (default: dry run)")
     for sub in (eventbridge, export):
         sub.add_argument("--apply", action="store_true", help="write the plan (default: dry run)")
         sub.add_argument(
@@ -88,6 +94,18 @@ def _progress(err: TextIO) -> Callable[[int], None]:
     return report
 
 
+def _index_run_as_users(*, write: bool, out: TextIO, err: TextIO) -> int:
+    report = cascades.index_run_as_users(write=write, progress=_progress(err))
+    out.write(f"{report.found} triggers with a runAs user were missing from the by_run_as index")
+    if write:
+        out.write(
+            f"; indexed {report.indexed}, {report.changed_meanwhile} changed meanwhile (their edit indexed them)\n"
+        )
+    else:
+        out.write("\ndry run: nothing was written (add --apply to write)\n")
+    return 0
+
+
 def migrate(
     argv: Sequence[str],
     *,
@@ -99,6 +117,8 @@ def migrate(
 ) -> int:
     """The CLI with its clients injected (tests pass moto's); returns the exit status."""
     args = parser().parse_args(argv)
+    if args.source == "run-as-index":
+        return _index_run_as_users(write=args.apply, out=out, err=err)
     cutover_at: datetime | None = args.cutover_at
     moment = now or deps.now()
     handing_over = getattr(args, "disable_source", False)

@@ -7,6 +7,7 @@ import pytest
 from sundial.services import cascades
 from sundial.store.records import TriggerRecord
 
+from sundial_local.stack import resume_running_cascades
 from tests.api_support import DAILY, PROJECT_BASE, assert_error, raw_trigger
 from tests.cascade_support import (
     ADMIN,
@@ -19,7 +20,7 @@ from tests.cascade_support import (
     run_now_everywhere,
     seed_scopes,
 )
-from tests.conftest import BASE, ApiClient, Stack, token_claims
+from tests.conftest import BASE, ApiClient, Stack, create_cascade_state_machine, token_claims
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -138,3 +139,23 @@ def test_moving_a_trigger_into_a_running_cascades_scope_is_refused_and_onto_an_o
     stored = TriggerRecord.get("acme#mover", consistent_read=True)
     assert (stored.ref, stored.ref_since) == ("release", stack.clock())
     assert cascades.covering_tombstone(stored) is None  # the old cascade is from before the move
+
+
+def test_the_local_stack_resumes_a_running_cascade_after_a_restart(
+    api: ApiClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executions do not survive a restart of the local stack; the cascade records do."""
+    create(api, BASE, "daily")
+    finished = api.request("DELETE", OTHER_AGENT, claims=ADMIN).body["cascadeId"]
+    drive(stack, monkeypatch, "acme", finished)
+    running = api.request("DELETE", PROJECT_BASE, claims=ADMIN).body["cascadeId"]
+    arn = stack.settings.cascade_state_machine_arn
+    stack.sfn.delete_state_machine(stateMachineArn=arn)  # what a restart leaves: no executions
+    create_cascade_state_machine(stack.sfn, stack.settings)
+
+    assert resume_running_cascades(stack.dynamodb, stack.sfn, stack.settings.triggers_table, arn) == 1
+    resume_running_cascades(stack.dynamodb, stack.sfn, stack.settings.triggers_table, arn)  # the same one again
+    [resumed] = stack.sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert (resumed["name"], resumed["status"]) == (running, "RUNNING")
+    drive(stack, monkeypatch, "acme", running)
+    assert raw_trigger(stack, "daily") is None

@@ -15,6 +15,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from contextlib import suppress
+from dataclasses import dataclass
 
 from pydantic import Field
 
@@ -35,6 +36,7 @@ from sundial.domain.cascade import (
 from sundial.domain.errors import ConflictError, NotFoundError
 from sundial.services import cancellation
 from sundial.store import cascades as cascade_store
+from sundial.store import triggers as trigger_store
 from sundial.store.cascades import COMPLETED, RUNNING, PageCounts
 from sundial.store.records import CascadeRecord, ScopeTombstoneRecord, TriggerRecord, invocation_partition
 
@@ -250,3 +252,25 @@ def page(deps: Deps, step: CascadeStep, time_left: Callable[[], float], page_siz
             return step.model_copy(update={"done": False, "wait_seconds": SETTLE_SECONDS})
     # Completed: its tombstone was lifted before the record was marked (store.cascades.complete).
     return step.model_copy(update={"done": True, "wait_seconds": 0})
+
+
+@dataclass(frozen=True)
+class RunAsIndexReport:
+    found: int  # triggers with a runAs user that the by_run_as index did not have
+    indexed: int  # of them, given their key now (0 in a dry run)
+    changed_meanwhile: int  # edited or deleted between the scan and the write: the edit indexed them
+
+
+def index_run_as_users(*, write: bool, progress: Callable[[int], None] = lambda _: None) -> RunAsIndexReport:
+    """Give triggers stored before the `by_run_as` index existed their key, so that a cascade by user
+    finds them (`make migrate ARGS="run-as-index --apply"`). Safe to run again, and beside the API."""
+    found = indexed = changed = 0
+    for trigger in trigger_store.without_run_as_key():
+        found += 1
+        if write:
+            if trigger_store.add_run_as_key(trigger):
+                indexed += 1
+            else:
+                changed += 1
+        progress(found)
+    return RunAsIndexReport(found, indexed, changed)

@@ -15,7 +15,7 @@ from pynamodb.exceptions import DoesNotExist
 from sundial.contracts.api import AgentPath
 from sundial.domain.errors import NotFoundError
 from sundial.domain.instants import format_instant
-from sundial.store.records import TriggerRecord, condition_held, trigger_pk
+from sundial.store.records import TriggerRecord, condition_held, run_as_key, trigger_pk
 
 # Final statuses that are a run's outcome (lastOutcome*), as opposed to skipped or cancelled.
 OUTCOMES = frozenset({"completed", "failed"})
@@ -225,3 +225,25 @@ def count_missed(tenant_id: str, trigger_id: str, incarnation: str) -> bool:
     trigger = TriggerRecord(trigger_pk(tenant_id, trigger_id))
     add: list[Any] = [TriggerRecord.missed_runs_skipped.add(1)]
     return condition_held(lambda: trigger.update(actions=add, condition=TriggerRecord.incarnation == incarnation))
+
+
+def without_run_as_key() -> Iterator[TriggerRecord]:
+    """Triggers with a runAs user but no `run_as_key`: stored before the `by_run_as` index existed,
+    so a cascade by user cannot find them. A filtered scan of the table (pk and the two fields)."""
+    yield from TriggerRecord.scan(
+        TriggerRecord.run_as_user_id.exists() & TriggerRecord.run_as_key.does_not_exist(),
+        attributes_to_get=["pk", "tenant_id", "run_as_user_id"],
+    )
+
+
+def add_run_as_key(trigger: TriggerRecord) -> bool:
+    """Index the trigger under its runAs user; False when it changed meanwhile (an edit writes the
+    key itself, and a deleted trigger needs none)."""
+    key = run_as_key(trigger.tenant_id, trigger.run_as_user_id)
+    assert key is not None, "only triggers with a runAs user are scanned for"
+    unchanged = (
+        TriggerRecord.pk.exists()
+        & (TriggerRecord.run_as_user_id == trigger.run_as_user_id)
+        & TriggerRecord.run_as_key.does_not_exist()
+    )
+    return _update_if(trigger, [TriggerRecord.run_as_key.set(key)], unchanged)
