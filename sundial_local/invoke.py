@@ -45,18 +45,16 @@ from sundial.settings import get_settings
 from sundial_local.config import DEV_AGENT_TOKEN
 from sundial_local.demo_agent import DemoAgent
 from sundial_local.stack import (
-    CASCADE_STATE_MACHINE_NAME,
-    INVOCATIONS_TABLE,
     MOTO_CONFIG,
-    STATE_MACHINE_NAME,
     TRIGGERS_TABLE,
     cascade_function_arns,
+    create_resources,
     discard_unpublished_metrics,
     lambda_context,
     runner_function_arns,
     set_environment,
 )
-from sundial_local.template import CASCADE, ROOT, create_state_machine, create_tables, resource
+from sundial_local.template import ROOT, resource
 
 FUNCTIONS = {
     "api": "ApiFunction",
@@ -222,9 +220,7 @@ def invoke(function: str, event_path: Path, *, empty: bool = False) -> Any:
         token = os.environ.get("AGENT_RUN_TOKEN") or DEV_AGENT_TOKEN
         set_environment(moto_port=None, agent_run_url=url, agent_run_token=token)
         dynamodb, sfn = boto3.client("dynamodb"), boto3.client("stepfunctions")
-        create_tables(dynamodb, TRIGGERS_TABLE, INVOCATIONS_TABLE)
-        state_machine_arn = create_state_machine(sfn, STATE_MACHINE_NAME, runner_function_arns())
-        cascade_arn = create_state_machine(sfn, CASCADE_STATE_MACHINE_NAME, cascade_function_arns(), CASCADE)
+        state_machine_arn, cascade_arn = create_resources(dynamodb, sfn)
         set_environment(
             moto_port=None,
             agent_run_url=url,

@@ -246,6 +246,13 @@ def log_executions(session: BotocoreSession) -> None:
     session.register("after-call.sfn.StartExecution", report)
 
 
+def create_resources(dynamodb: DynamoDBClient, sfn: SFNClient) -> tuple[str, str]:
+    """The tables and both state machines, from template.yaml; returns the runner's and the cascade's ARNs."""
+    create_tables(dynamodb, TRIGGERS_TABLE, INVOCATIONS_TABLE)
+    state_machine_arn = create_state_machine(sfn, STATE_MACHINE_NAME, runner_function_arns())
+    return state_machine_arn, create_state_machine(sfn, CASCADE_STATE_MACHINE_NAME, cascade_function_arns(), CASCADE)
+
+
 def resume_unfinished_runs(dynamodb: DynamoDBClient, sfn: SFNClient, state_machine_arn: str) -> int:
     """Executions do not survive a restart: start each unfinished invocation's execution again, same name.
 
@@ -502,9 +509,7 @@ class LocalStack:
         session = boto3.Session()
         dynamodb: DynamoDBClient = session.client("dynamodb")
         sfn: SFNClient = session.client("stepfunctions")
-        create_tables(dynamodb, TRIGGERS_TABLE, INVOCATIONS_TABLE)
-        state_machine_arn = create_state_machine(sfn, STATE_MACHINE_NAME, runner_function_arns())
-        cascade_arn = create_state_machine(sfn, CASCADE_STATE_MACHINE_NAME, cascade_function_arns(), CASCADE)
+        state_machine_arn, cascade_arn = create_resources(dynamodb, sfn)
         set_environment(
             moto_port=moto_port,
             agent_run_url=agent_url,
