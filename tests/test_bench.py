@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import dispatch_bench, dispatch_cpu_bench, herd_bench, list_bench, runner_bench
+from bench import cascade_bench, dispatch_bench, dispatch_cpu_bench, herd_bench, list_bench, runner_bench
 from sundial_local.template import asl_path
 
 
@@ -77,3 +77,25 @@ def test_the_dispatch_figures_were_measured_with_the_templates_dispatch_settings
     """bench/results/dispatch.json must come from the settings template.yaml deploys (run make bench again)."""
     results = json.loads(dispatch_bench.RESULTS.read_text())
     assert results["model"]["settings"] == dispatch_bench.settings_text(dispatch_bench.template_settings())
+
+
+def test_the_cascade_bench_deletes_every_trigger_of_the_scope_within_the_function_timeout() -> None:
+    """A small cascade through the real Page handler: exact counts, the survivor, and a Page invocation
+    that stops a minute before the timeout when the modelled calls would outlast it."""
+    row = cascade_bench.measure(1_200)
+    assert (row["state"], row["found"], row["deleted"]) == ("completed", 1_200, 1_200)
+    assert (row["invocations_cancelled"], row["executions_stopped"]) == (cascade_bench.RUNS, cascade_bench.RUNS)
+    assert row["other_project_survives"] is True
+    assert row["aws_calls"]["DeleteItem"] == 1_200
+    assert row["state_transitions"] == 2 * row["page_invocations"] + row["settle_pauses"] + 1
+    assert row["settle_pauses"] == 1
+    assert row["least_time_left_seconds"] > 0
+
+
+def test_the_cascade_bench_splits_a_long_pass_over_page_invocations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every call made to cost a second, a page of 200 takes over 200 s: a 300 s invocation holds
+    at most two, so the first pass needs two invocations (and the second pass a third)."""
+    monkeypatch.setattr(cascade_bench, "LATENCY_MS", dict.fromkeys(cascade_bench.LATENCY_MS, 1000.0))
+    row = cascade_bench.measure(600)
+    assert row["deleted"] == 600
+    assert row["page_invocations"] == 3
