@@ -55,6 +55,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from sundial.adapters.agent_http import AgentRequest
+from sundial.domain.schedule import start_of, stored_schedule
 
 from tests.conftest import BASE, START, ApiClient, ApiResponse, FakeClock
 from tests.model.model_support import (
@@ -96,7 +97,14 @@ EXAMPLES_RUN = Counter[str]()
 
 @dataclass
 class Epoch:
-    """A stretch of a trigger's life with one schedule: from `start` (exclusive) to `end` (exclusive)."""
+    """A stretch of a trigger's life with one schedule: from `start` (exclusive) to `end` (exclusive).
+
+    An occurrence belongs to the schedule in force when it starts (its instant plus jitter, SPEC §4):
+    an edit stands down the claims that had not started by then, and the edited schedule begins with
+    its first occurrence whose start is still ahead, even one whose instant has just passed
+    (docs/decisions.md, "Edits after a claim, and edits at the instant"). A new trigger's first
+    occurrence is strictly after its creation, by its instant.
+    """
 
     start: datetime
     enabled: bool
@@ -110,19 +118,41 @@ class Epoch:
     # re-schedules from "strictly after now" (SPEC §4), so an occurrence no dispatcher had started by
     # then (an outage) is dropped by the SPEC itself; one already started must still run (or be counted).
     started: set[datetime] | None = None
+    jitter: int = 0  # jitterSeconds; the offsets hash the incarnation
+    incarnation: str = ""
+    edited: bool = False  # begun by an edit (PATCH) rather than by the trigger's creation
+
+    def start_of(self, nominal: datetime) -> datetime:
+        """When the occurrence nominally at `nominal` starts (the model's triggers are all in UTC)."""
+        if self.jitter <= 0:
+            return nominal
+        schedule = stored_schedule(self.cron, "UTC", self.run_at, self.interval, self.anchor, self.until)
+        return start_of(schedule, self.incarnation, self.jitter, nominal)
 
     def occurrences(self, until: datetime) -> list[datetime]:
         if not self.enabled:
             return []
+        reach = timedelta(seconds=self.jitter)
+        # An edit's schedule also has an occurrence whose instant passed just before it, if it starts after it.
+        after = self.start - reach if self.edited and self.run_at is None else self.start
         stop = min(until, self.end - timedelta(seconds=1)) if self.end is not None else until
         stop = min(stop, self.until) if self.until is not None else stop
+        return [
+            moment
+            for moment in self._instants(after, stop)
+            if (moment > self.start or self.start_of(moment) > self.start)
+            and (self.end is None or moment < self.end - reach or self.start_of(moment) < self.end)
+        ]
+
+    def _instants(self, after: datetime, stop: datetime) -> list[datetime]:
+        """The schedule's instants in (after, stop]."""
         if self.run_at is not None:
-            return [self.run_at] if self.start < self.run_at <= stop else []
+            return [self.run_at] if after < self.run_at <= stop else []
         if self.interval is not None:
             assert self.anchor is not None
             every = timedelta(seconds=self.interval)
             moment = self.anchor
-            while moment <= self.start:
+            while moment <= after:
                 moment += every
             found = []
             while moment <= stop:
@@ -132,7 +162,7 @@ class Epoch:
         assert self.cron is not None
         step = 1 if self.cron.startswith("* ") else int(self.cron.split()[0].removeprefix("*/"))
         found = []
-        moment = self.start.replace(second=0) + timedelta(minutes=1)
+        moment = after.replace(second=0) + timedelta(minutes=1)
         while moment <= stop:
             if moment.minute % step == 0:
                 found.append(moment)
@@ -282,7 +312,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             stored.incarnation,
             self.now(),
             catch_up,
-            [self.current_epoch(trigger_id)],
+            [self.current_epoch(trigger_id, stored.incarnation)],
             stored.schedule_version,
             max_runs,
             jitter,
@@ -290,7 +320,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         self.incarnations[stored.incarnation] = incarnation
         self.live[trigger_id] = incarnation
 
-    def current_epoch(self, trigger_id: str) -> Epoch:
+    def current_epoch(self, trigger_id: str, incarnation: str, *, edited: bool = False) -> Epoch:
         """The schedule the trigger has now, as the API shows it, from now on."""
         got = self.request("GET", f"{BASE}/{trigger_id}")
         assert got is not None
@@ -304,6 +334,9 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             interval=shown.get("intervalSeconds"),
             anchor=_instant(shown.get("startAt")),
             until=_instant(shown.get("endAt")),
+            jitter=int(shown.get("jitterSeconds") or 0),
+            incarnation=incarnation,
+            edited=edited,
         )
 
     # ---------------------------------------------------------------------------------------------
@@ -427,7 +460,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         assert after is not None
         if after.schedule_version != before.schedule_version:
             self.close_epoch(live)
-            live.epochs.append(self.current_epoch(slot))
+            live.epochs.append(self.current_epoch(slot, live.incarnation, edited=True))
         live.schedule_version = after.schedule_version
 
     @rule(slot=st.sampled_from(SLOTS))
@@ -743,7 +776,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                 # The edit was made by a run of an instant up to now (the clock stands still in a step): it is
                 # the old schedule's, so the epoch ends just after now, not at it.
                 live.epoch.end = self.now() + timedelta(seconds=1)
-                live.epochs.append(self.current_epoch(slot))
+                live.epochs.append(self.current_epoch(slot, live.incarnation))
                 live.schedule_version = stored.schedule_version
 
     def check_now(self) -> None:

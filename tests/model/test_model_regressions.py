@@ -224,3 +224,62 @@ def test_a_late_claim_of_an_edited_schedule_obeys_the_missed_run_rule_of_its_own
         state.patch(change="runAt", crash=True, run_in=117, slot="t1")
         state.sfn_fault(calls=3, kind="lost", seconds=218)
         state.teardown()
+
+
+def test_an_edit_at_an_instant_schedules_it_when_its_start_is_still_ahead() -> None:
+    """An interval trigger with 30 s of jitter was created at 15:01:00 (anchor 15:01, first start
+    15:03:10) and made `* * * * *` in the same second: the edited schedule's first occurrence is
+    15:01, whose start (15:01:21) was still ahead, and it ran once. The model had given each schedule
+    the instants after its start, so 15:01 belonged to neither (ran-superseded). An occurrence now
+    belongs to the schedule in force at its start: an edit schedules from its first occurrence whose
+    start is ahead, as the product does (the product was right)."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=0, shards=1)
+        state.invariants_hold()
+        state.advance_clock(seconds=150)
+        state.invariants_hold()
+        state.create(
+            catch_up=0,
+            crash=False,
+            jitter=30,
+            max_retries=1,
+            overlap="buffer_one",
+            run_in=316,
+            schedule="interval",
+            slot="t1",
+        )
+        state.invariants_hold()
+        state.patch(change="cron:* * * * *", crash=False, run_in=353, slot="t1")
+        state.invariants_hold()
+        state.teardown()
+
+
+def test_an_edit_during_an_occurrences_jitter_takes_it_from_the_schedule_before() -> None:
+    """The other side of the same rule: a `* * * * *` trigger with 30 s of jitter had 15:01 claimed (start
+    15:01:21) when an edit at 15:01:05 made it `*/5`. The claim stood down as superseded and 15:01 did
+    not run, since no schedule in force at its start has it; the model must not count it as lost."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=0, shards=1)
+        state.invariants_hold()
+        state.advance_clock(seconds=100)
+        state.invariants_hold()
+        state.create(
+            catch_up=0,
+            crash=False,
+            jitter=30,
+            max_retries=1,
+            overlap="allow",
+            run_in=316,
+            schedule="* * * * *",
+            slot="t1",
+        )
+        state.invariants_hold()
+        state.advance_clock(seconds=55)
+        state.invariants_hold()
+        state.patch(change="cron:*/5 * * * *", crash=False, run_in=353, slot="t1")
+        state.invariants_hold()
+        state.teardown()
