@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
@@ -117,6 +117,10 @@ class Epoch:
     # Occurrences with an execution started when the epoch was closed by an edit or a delete. An edit
     # re-schedules from "strictly after now" (SPEC §4), so an occurrence no dispatcher had started by
     # then (an outage) is dropped by the SPEC itself; one already started must still run (or be counted).
+    # An edit is judged against an occurrence's start (instant plus jitter), not its instant
+    # (docs/decisions.md, edits after a claim): one whose start was still ahead is kept only when the
+    # edited schedule has it too (it is claimed again under that one); after a disable or a pause, or a
+    # schedule without it, it stands down and is not due.
     started: set[datetime] | None = None
     jitter: int = 0  # jitterSeconds; the offsets hash the incarnation
     incarnation: str = ""
@@ -128,6 +132,10 @@ class Epoch:
             return nominal
         schedule = stored_schedule(self.cron, "UTC", self.run_at, self.interval, self.anchor, self.until)
         return start_of(schedule, self.incarnation, self.jitter, nominal)
+
+    def has(self, moment: datetime) -> bool:
+        """Whether this schedule has an occurrence at `moment`, wherever the epoch starts or ends."""
+        return moment in replace(self, start=moment - timedelta(seconds=1), end=None).occurrences(moment)
 
     def occurrences(self, until: datetime) -> list[datetime]:
         if not self.enabled:
@@ -295,14 +303,23 @@ class ExactlyOnceModel(RuleBasedStateMachine):
                     self.invocation_incarnation[stored.invocation_id] = live.incarnation
         return invocations
 
-    def close_epoch(self, live: Incarnation) -> None:
+    def close_epoch(self, live: Incarnation, successor: Epoch | None = None) -> None:
+        """End the live epoch now, at an edit whose new schedule is `successor` (None: a delete)."""
         self.map_invocations()
-        live.epoch.end = self.now()
+        edited = self.now()
+        live.epoch.end = edited
         live.epoch.started = {
             execution.scheduled_for
             for execution in self.w.sfn.executions.values()
-            if execution.kind == "scheduled" and execution.incarnation == live.incarnation
+            if execution.kind == "scheduled"
+            and execution.incarnation == live.incarnation
+            and (
+                (_instant(execution.input.get("startsAt")) or execution.scheduled_for) < edited
+                or (successor is not None and successor.has(execution.scheduled_for))
+            )
         }
+        if successor is not None:
+            live.epochs.append(successor)
 
     def register(self, trigger_id: str, catch_up: int, max_runs: int | None, jitter: int) -> None:
         stored = stored_trigger(trigger_id)
@@ -459,8 +476,7 @@ class ExactlyOnceModel(RuleBasedStateMachine):
         assert before is not None
         assert after is not None
         if after.schedule_version != before.schedule_version:
-            self.close_epoch(live)
-            live.epochs.append(self.current_epoch(slot, live.incarnation, edited=True))
+            self.close_epoch(live, self.current_epoch(slot, live.incarnation, edited=True))
         live.schedule_version = after.schedule_version
 
     @rule(slot=st.sampled_from(SLOTS))
@@ -772,11 +788,11 @@ class ExactlyOnceModel(RuleBasedStateMachine):
             if stored.max_runs is None:
                 live.max_runs = None  # switching to runAt drops maxRuns, and the model never sets it again
             if stored.schedule_version != live.schedule_version:
-                self.close_epoch(live)
+                closed = live.epoch
+                self.close_epoch(live, self.current_epoch(slot, live.incarnation))
                 # The edit was made by a run of an instant up to now (the clock stands still in a step): it is
                 # the old schedule's, so the epoch ends just after now, not at it.
-                live.epoch.end = self.now() + timedelta(seconds=1)
-                live.epochs.append(self.current_epoch(slot, live.incarnation))
+                closed.end = self.now() + timedelta(seconds=1)
                 live.schedule_version = stored.schedule_version
 
     def check_now(self) -> None:

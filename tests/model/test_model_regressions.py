@@ -283,3 +283,41 @@ def test_an_edit_during_an_occurrences_jitter_takes_it_from_the_schedule_before(
         state.patch(change="cron:*/5 * * * *", crash=False, run_in=353, slot="t1")
         state.invariants_hold()
         state.teardown()
+
+
+def test_a_pause_between_an_instant_and_its_jittered_start_stands_the_occurrence_down() -> None:
+    """A `* * * * *` trigger with 30 s of jitter and pauseOnFailure: its 14:59 run, whose Prepare step
+    had failed, was finalized as failed at 15:01:01 and paused the trigger, 1 s after the 15:01 instant
+    and 20 s before that occurrence's start (15:01:21). The runner stood 15:01 down as superseded, and
+    nothing ran it or counted it as missed (lost-occurrence). A pause, like any edit, is judged against
+    an occurrence's start, not its instant: one whose start was still ahead stands down, and a disabled
+    trigger claims it no more. The model now expects of a closed schedule only the occurrences whose
+    start was before the edit (the product was right)."""
+    with model_session() as session:
+        ExactlyOnceModel.session = session
+        state = ExactlyOnceModel()
+        state.start_world(lag=0, shards=1)
+        state.invariants_hold()
+        state.create(
+            catch_up=0,
+            crash=False,
+            end_in=None,
+            jitter=30,
+            max_retries=0,
+            max_runs=None,
+            overlap="allow",
+            pause_on_failure=True,
+            run_in=60,
+            schedule="* * * * *",
+            slot="t0",
+        )
+        state.invariants_hold()
+        state.step_execution(exhausted=True, fault="after", pick=0, reply=200)
+        state.invariants_hold()
+        state.advance_clock(seconds=119)
+        state.invariants_hold()
+        state.dispatcher_tick()
+        state.invariants_hold()
+        state.advance_clock(seconds=32)
+        state.invariants_hold()
+        state.teardown()
